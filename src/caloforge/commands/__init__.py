@@ -1,0 +1,1 @@
+"""Subcommands of the ``caloforge`` CLI (see :mod:`caloforge.cli`)."""

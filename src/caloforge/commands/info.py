@@ -1,0 +1,51 @@
+"""``caloforge info FILE``: what a shower file holds."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from caloforge.data import inspect, iter_showers
+from caloforge.geometry import DATASETS
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("info", help="summarise a CaloChallenge or CaloGAN shower file")
+    p.add_argument("file", help="HDF5 shower file")
+    p.add_argument("-d", "--dataset", choices=DATASETS, default=None,
+                   help="geometry (default: inferred from the voxel count)")
+    p.add_argument("--clip-negative", action="store_true",
+                   help="set negative voxel energies to 0 instead of failing")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    info = inspect(args.file, args.dataset)
+    geo = info.geometry
+    e_all, ratio, nonzero = [], [], np.zeros(geo.n_layers)
+    for chunk in iter_showers(args.file, 10_000, geo, clip_negative=args.clip_negative):
+        e_all.append(chunk.e_inc)
+        ratio.append(chunk.showers.sum(1) / chunk.e_inc)
+        for i in range(geo.n_layers):
+            nonzero[i] += (chunk.showers[:, geo.layer_slice(i)] > 0).sum()
+    e = np.concatenate(e_all) if e_all else np.zeros(0)
+    r = np.concatenate(ratio) if ratio else np.zeros(0)
+    distinct = np.unique(e)
+    print(f"file:        {info.path}")
+    print(f"format:      {info.format} ({info.dtype})")
+    print(f"showers:     {info.n_showers}")
+    print(f"geometry:    {geo.name} ({geo.particle}), {geo.n_voxels} voxels, "
+          f"layers {geo.layer_ids}")
+    if len(e):
+        print(f"E_inc:       {e.min():.6g} .. {e.max():.6g} MeV, {len(distinct)} distinct values")
+        if len(distinct) <= 20:
+            counts = {f"{v:.6g}": int((e == v).sum()) for v in distinct}
+            print(f"             counts {counts}")
+        print(f"E_tot/E_inc: mean {r.mean():.4f}, std {r.std():.4f}, "
+              f"min {r.min():.4f}, max {r.max():.4f}")
+        print("sparsity:    (fraction of zero voxels per layer)")
+        for i, layer in enumerate(geo.layers):
+            frac0 = 1 - nonzero[i] / (len(e) * layer.n_voxels)
+            print(f"  layer {layer.id:>2}: {frac0:.3f}  ({layer.n_voxels} voxels)")
+    return 0

@@ -1,0 +1,100 @@
+"""The model contract every caloforge generator follows.
+
+A generator is a :class:`torch.nn.Module` with
+
+* ``fit(train, val, config, run_dir) -> history`` — trains from :class:`~caloforge.data.ShowerSet`s,
+  checkpointing into ``run_dir`` (see :mod:`caloforge.training`);
+* ``sample(e_inc) -> voxels`` — showers in MeV, shape (N, n_voxels), for incident energies
+  ``e_inc`` (N,) in MeV;
+* ``log_prob(...)`` where the model has one;
+* ``save(path)`` / :func:`load_model(path)` — one self-describing file holding the weights, the
+  config, the fitted preprocessing (as module buffers or ``extra_state``), the geometry and the
+  caloforge version.
+
+The CLI, the trainer, the benchmarks and the ONNX export only use this contract.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from caloforge.atomic import atomic_path
+from caloforge.data import ShowerSet
+from caloforge.errors import DataError
+from caloforge.geometry import Geometry
+
+
+class GeneratorModel(nn.Module, abc.ABC):
+    """Base class: holds ``geometry`` and ``config``; subclasses build their networks in
+    ``__init__(geometry, config)`` so that :func:`load_model` can rebuild them.
+
+    Attributes:
+        name: Registry name (``caloflow``, ``caloinn``, ``caloman``, ...).
+    """
+
+    name: str = "base"
+
+    def __init__(self, geometry: Geometry, config: dict[str, Any]) -> None:
+        super().__init__()
+        self.geometry = geometry
+        self.config = dict(config)
+
+    # -- the contract -----------------------------------------------------------------------
+    @abc.abstractmethod
+    def fit(self, train: ShowerSet, val: ShowerSet | None, config: dict[str, Any],
+            run_dir: str | os.PathLike | None = None) -> dict[str, list[float]]:
+        """Train on ``train``; return the history (metric name -> per-epoch values)."""
+
+    @abc.abstractmethod
+    def sample(self, e_inc: torch.Tensor) -> torch.Tensor:
+        """Showers (N, n_voxels) in MeV for incident energies ``e_inc`` (N,) in MeV.
+
+        Implementations run without gradients (``torch.inference_mode``)."""
+
+    # -- persistence ------------------------------------------------------------------------
+    def checkpoint(self) -> dict[str, Any]:
+        """The self-describing dictionary :meth:`save` writes."""
+        from caloforge import __version__
+
+        return {"model": self.name, "config": self.config, "geometry": self.geometry.to_dict(),
+                "state_dict": self.state_dict(), "caloforge_version": __version__}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the checkpoint atomically (replaces an existing file)."""
+        with atomic_path(path, overwrite=True) as tmp:
+            torch.save(self.checkpoint(), tmp)
+        return Path(path)
+
+    @property
+    def device(self) -> torch.device:
+        p = next(self.parameters(), None)
+        return p.device if p is not None else torch.device("cpu")
+
+
+def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
+               ) -> GeneratorModel:
+    """Rebuild a model from a file written by :meth:`GeneratorModel.save`."""
+    from caloforge.models import model_class
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: expected a caloforge checkpoint, found no such file")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # torch raises many types for damaged files
+        raise DataError(f"{path}: expected a caloforge checkpoint, found unreadable data "
+                        f"({type(exc).__name__})") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "state_dict" not in ckpt:
+        raise DataError(f"{path}[model]: expected a caloforge model checkpoint, found "
+                        f"{type(ckpt).__name__} without 'model'/'state_dict'")
+    cls = model_class(ckpt["model"])
+    model = cls(Geometry.from_dict(ckpt["geometry"]), ckpt["config"])
+    model.load_state_dict(ckpt["state_dict"])
+    model.eval()
+    return model

@@ -1,0 +1,333 @@
+"""One training loop for every caloforge model.
+
+:func:`fit` trains any :class:`torch.nn.Module` given a loss function and in-memory tensors:
+progress bars, Adam/AdamW, OneCycle / cyclic ("triangular2") / no scheduler, gradient clipping,
+early stopping on a validation score (validation loss by default; any callable, e.g. L2
+reconstruction or the mean separation power of a validation sample), float32/float64, a
+checkpoint every epoch, ``resume`` after a kill, best-model keeping and a metrics CSV.
+
+Multi-stage models (CaloFlow flow I then flow II; CaloMan autoencoder then latent flow) call
+:func:`fit` once per stage with a different ``tag``; a finished stage leaves
+``{tag}final.pt`` and is skipped on resume.
+
+Under ``torchrun`` (``WORLD_SIZE > 1``) each rank trains on its shard of every batch and the
+gradients are averaged with ``all_reduce`` (gloo on CPU, nccl on GPU); only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from caloforge.atomic import atomic_path
+from caloforge.errors import ConfigError
+
+LossFn = Callable[[nn.Module, tuple[Tensor, ...]], Tensor]
+History = dict[str, list[float]]
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Hyperparameters of one training stage (all have defaults; unknown keys are errors).
+
+    Attributes:
+        epochs: Number of passes over the training data.
+        batch_size: Global batch size (split over ranks under torchrun).
+        lr: Learning rate (the initial one for OneCycle/cyclic: see ``max_lr``).
+        optimizer: ``adam`` or ``adamw``.
+        weight_decay: L2 / decoupled weight decay.
+        scheduler: ``none``, ``onecycle`` (peak ``max_lr``) or ``cyclic`` (triangular2
+            between ``lr`` and ``max_lr`` with ``cycle_steps`` steps up).
+        max_lr: Peak learning rate of ``onecycle``/``cyclic`` (default 10 x ``lr``).
+        cycle_steps: Half-cycle length in optimiser steps for ``cyclic``.
+        grad_clip: Clip the gradient norm to this value (None: no clipping).
+        patience: Stop after this many epochs without a better validation score.
+        dtype: ``float32`` or ``float64``.
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda[:i]``.
+        seed: Seed of the parameter initialisation-independent randomness (batch order).
+        progress: Show progress bars.
+    """
+
+    epochs: int = 50
+    batch_size: int = 256
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    scheduler: str = "none"
+    max_lr: float | None = None
+    cycle_steps: int = 850
+    grad_clip: float | None = None
+    patience: int | None = None
+    dtype: str = "float32"
+    device: str = "auto"
+    seed: int = 0
+    progress: bool = True
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None, source: str = "config") -> TrainConfig:
+        """Build from a mapping, rejecting unknown keys and bad values with :class:`ConfigError`."""
+        d = dict(d or {})
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        for k in d:
+            if k not in names:
+                raise ConfigError(f"{source}[{k}]: expected one of {', '.join(names)}, found "
+                                  f"unknown key {k!r}")
+        cfg = cls(**d)
+        cfg.validate(source)
+        return cfg
+
+    def validate(self, source: str = "config") -> None:
+        def bad(field: str, expected: str) -> ConfigError:
+            return ConfigError(f"{source}[{field}]: expected {expected}, found "
+                               f"{getattr(self, field)!r}")
+
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            raise bad("epochs", "a positive integer")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise bad("batch_size", "a positive integer")
+        if not isinstance(self.lr, int | float) or not (self.lr > 0 and math.isfinite(self.lr)):
+            raise bad("lr", "a positive number")
+        if self.optimizer not in ("adam", "adamw"):
+            raise bad("optimizer", "'adam' or 'adamw'")
+        if self.scheduler not in ("none", "onecycle", "cyclic"):
+            raise bad("scheduler", "'none', 'onecycle' or 'cyclic'")
+        if self.max_lr is not None and not self.max_lr > 0:
+            raise bad("max_lr", "a positive number")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise bad("grad_clip", "a positive number")
+        if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):
+            raise bad("patience", "a positive integer")
+        if self.dtype not in ("float32", "float64"):
+            raise bad("dtype", "'float32' or 'float64'")
+        if not (self.device == "auto" or self.device.startswith(("cpu", "cuda"))):
+            raise bad("device", "'auto', 'cpu' or 'cuda[:i]'")
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return torch.float64 if self.dtype == "float64" else torch.float32
+
+    def torch_device(self) -> torch.device:
+        if self.device == "auto":
+            if dist_info()[1] > 1 and torch.cuda.is_available():
+                return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world size); (0, 1) outside torchrun."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def _init_distributed() -> None:
+    import torch.distributed as dist
+
+    if dist_info()[1] > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+
+def _optimizer(module: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in module.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return opt(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    max_lr = cfg.max_lr or 10 * cfg.lr
+    if cfg.scheduler == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr,
+                                                   total_steps=cfg.epochs * steps_per_epoch)
+    if cfg.scheduler == "cyclic":
+        return torch.optim.lr_scheduler.CyclicLR(opt, base_lr=cfg.lr, max_lr=max_lr,
+                                                 step_size_up=cfg.cycle_steps,
+                                                 mode="triangular2", cycle_momentum=False)
+    return None
+
+
+def _save(obj: Any, path: Path) -> None:
+    with atomic_path(path, overwrite=True) as tmp:
+        torch.save(obj, tmp)
+
+
+def _write_csv(path: Path, history: History) -> None:
+    keys = list(history)
+    with atomic_path(path, overwrite=True) as tmp, open(tmp, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["epoch", *keys])
+        for i in range(len(history[keys[0]]) if keys else 0):
+            w.writerow([i + 1, *(f"{history[k][i]:.8g}" for k in keys)])
+
+
+def fit(module: nn.Module, loss_fn: LossFn, train: Sequence[Tensor],
+        val: Sequence[Tensor] | None, cfg: TrainConfig, run_dir: str | os.PathLike | None = None,
+        *, tag: str = "", val_score: Callable[[nn.Module], float] | None = None,
+        resume: bool = False, desc: str | None = None) -> History:
+    """Train ``module`` to minimise ``loss_fn(module, batch)`` over mini-batches of ``train``.
+
+    Args:
+        module: The network (moved to the configured device and dtype).
+        loss_fn: Mean loss of a batch; ``batch`` is a tuple of rows of each tensor in ``train``.
+        train: Tensors with equal first dimension (e.g. ``(x, context)``).
+        val: Validation tensors in the same layout, or None.
+        cfg: Hyperparameters.
+        run_dir: Where ``{tag}last.pt`` (every epoch), ``{tag}final.pt`` (the best weights, at
+            the end) and ``{tag}metrics.csv`` go; None keeps everything in memory.
+        tag: Prefix of this stage's files.
+        val_score: Score to minimise for early stopping and best-model keeping (default: the
+            mean ``loss_fn`` over ``val``; without ``val``, the training loss).
+        resume: Continue from ``{tag}last.pt`` if present; skip the stage if ``{tag}final.pt``
+            exists.
+
+    Returns:
+        The history: ``train_loss``, ``val_loss`` (if ``val``), ``score``, ``lr``, ``seconds``
+        per epoch.
+    """
+    _init_distributed()
+    rank, world = dist_info()
+    device, dtype = cfg.torch_device(), cfg.torch_dtype
+    module.to(device=device, dtype=dtype)
+    if world > 1:  # every rank starts from rank 0's weights
+        import torch.distributed as dist
+
+        for t in module.state_dict().values():
+            dist.broadcast(t, src=0)
+    run_dir = Path(run_dir) if run_dir is not None else None
+    if run_dir is not None and rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    last_path = run_dir / f"{tag}last.pt" if run_dir else None
+    final_path = run_dir / f"{tag}final.pt" if run_dir else None
+
+    if resume and final_path is not None and final_path.exists():
+        state = torch.load(final_path, map_location=device, weights_only=False)
+        module.load_state_dict(state["module"])
+        return state["history"]
+
+    def cast(t: Tensor) -> Tensor:
+        return t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype)
+
+    train = tuple(cast(t) for t in train)
+    val = tuple(cast(t) for t in val) if val is not None else None
+    n = len(train[0])
+    if any(len(t) != n for t in train):
+        raise ConfigError(f"train: expected tensors of equal length, found "
+                          f"{[len(t) for t in train]}")
+    steps = max(1, math.ceil(n / cfg.batch_size))
+    opt = _optimizer(module, cfg)
+    sched = _scheduler(opt, cfg, steps)
+    history: History = {"train_loss": [], "score": [], "lr": [], "seconds": []}
+    if val is not None:
+        history["val_loss"] = []
+    start_epoch, best, best_state, bad_epochs = 0, math.inf, None, 0
+
+    if resume and last_path is not None and last_path.exists():
+        state = torch.load(last_path, map_location=device, weights_only=False)
+        module.load_state_dict(state["module"])
+        opt.load_state_dict(state["optimizer"])
+        if sched is not None and state.get("scheduler") is not None:
+            sched.load_state_dict(state["scheduler"])
+        start_epoch, best, bad_epochs = state["epoch"], state["best"], state["bad_epochs"]
+        best_state, history = state["best_state"], state["history"]
+
+    gen = torch.Generator().manual_seed(cfg.seed)
+    for _ in range(start_epoch):  # replay the batch order of finished epochs
+        torch.randperm(n, generator=gen)
+    label = desc or (tag.rstrip("_") or "train")
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        module.train()
+        perm = torch.randperm(n, generator=gen).to(device)
+        total, count = 0.0, 0
+        bar = tqdm(range(steps), desc=f"{label} {epoch + 1}/{cfg.epochs}", leave=False,
+                   disable=not cfg.progress or rank != 0)
+        for step in bar:
+            idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            idx = idx[rank::world] if world > 1 else idx
+            if len(idx) == 0:
+                continue
+            loss = loss_fn(module, tuple(t[idx] for t in train))
+            if not torch.isfinite(loss):
+                raise ConfigError(f"{label}[loss]: expected a finite loss, found {loss.item()} "
+                                  f"at epoch {epoch + 1}, step {step + 1} (lower lr or use "
+                                  f"grad_clip)")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if world > 1:
+                _average_gradients(module, world)
+            if cfg.grad_clip is not None:
+                nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
+            opt.step()
+            if sched is not None:
+                sched.step()
+            total += loss.item() * len(idx)
+            count += len(idx)
+            bar.set_postfix(loss=f"{loss.item():.4g}")
+        train_loss = total / max(count, 1)
+        module.eval()
+        val_loss = evaluate_loss(module, loss_fn, val, cfg.batch_size) if val is not None else None
+        if val_score is not None:
+            score = float(val_score(module))
+        else:
+            score = val_loss if val_loss is not None else train_loss
+        history["train_loss"].append(train_loss)
+        if val_loss is not None:
+            history["val_loss"].append(val_loss)
+        history["score"].append(score)
+        history["lr"].append(opt.param_groups[0]["lr"])
+        history["seconds"].append(time.perf_counter() - t0)
+        if score < best:
+            best, bad_epochs = score, 0
+            best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        else:
+            bad_epochs += 1
+        if rank == 0 and cfg.progress:
+            msg = f"{label} epoch {epoch + 1}/{cfg.epochs}: train {train_loss:.5g}"
+            msg += f", val {val_loss:.5g}" if val_loss is not None else ""
+            msg += f", score {score:.5g}" if val_score is not None else ""
+            tqdm.write(msg)
+        stop = cfg.patience is not None and bad_epochs >= cfg.patience
+        if last_path is not None and rank == 0:
+            _save({"module": module.state_dict(), "optimizer": opt.state_dict(),
+                   "scheduler": sched.state_dict() if sched is not None else None,
+                   "epoch": epoch + 1, "best": best, "bad_epochs": bad_epochs,
+                   "best_state": best_state, "history": history}, last_path)
+            _write_csv(run_dir / f"{tag}metrics.csv", history)
+        if stop:
+            if rank == 0 and cfg.progress:
+                tqdm.write(f"{label}: early stop after {epoch + 1} epochs (patience "
+                           f"{cfg.patience})")
+            break
+    if best_state is not None:
+        module.load_state_dict(best_state)
+    if final_path is not None and rank == 0:
+        _save({"module": module.state_dict(), "history": history}, final_path)
+    return history
+
+
+def _average_gradients(module: nn.Module, world: int) -> None:
+    import torch.distributed as dist
+
+    for p in module.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            p.grad /= world
+
+
+@torch.no_grad()
+def evaluate_loss(module: nn.Module, loss_fn: LossFn, data: Sequence[Tensor],
+                  batch_size: int) -> float:
+    """Mean of ``loss_fn`` over ``data`` in batches (no gradients)."""
+    n, total = len(data[0]), 0.0
+    for lo in range(0, n, batch_size):
+        batch = tuple(t[lo:lo + batch_size] for t in data)
+        total += loss_fn(module, batch).item() * len(batch[0])
+    return total / max(n, 1)
