@@ -1,21 +1,30 @@
 """The ``caloforge`` command line: one subcommand per module in :mod:`caloforge.commands`.
 
-Each command module defines ``register(subparsers)`` (cheap: no heavy imports) and
-``run(args) -> int``. User errors (:class:`~caloforge.errors.CaloforgeError`) are printed as
-one line on stderr with exit status 2 and no traceback.
+Every module of that package is a command: it defines ``ORDER`` (an int, the position in
+``--help``), ``register(subparsers) -> parser`` (cheap: no heavy imports) and
+``run(args) -> int``; adding a command touches no other file. User errors
+(:class:`~caloforge.errors.CaloforgeError`) are printed as one line on stderr with exit
+status 2 and no traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import pkgutil
 import sys
 
 from caloforge import __version__
 from caloforge.errors import CaloforgeError
 
-#: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS = ["info"]
+
+def command_modules() -> list:
+    """The command modules, sorted by their ``ORDER``."""
+    import caloforge.commands as pkg
+
+    mods = [importlib.import_module(f"caloforge.commands.{m.name}")
+            for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_")]
+    return sorted(mods, key=lambda m: (getattr(m, "ORDER", 100), m.__name__))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,8 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"caloforge {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
-        module = importlib.import_module(f"caloforge.commands.{name}")
+    for module in command_modules():
         p = module.register(sub)
         p.set_defaults(_run=module.run)
     return parser

@@ -132,7 +132,7 @@ class Geometry:
     # -- construction -------------------------------------------------------------------------
     @classmethod
     def preset(cls, name: str) -> Geometry:
-        """The geometry of a named dataset: ``1-photons``, ``1-pions``, ``2``, ``3``, ``calogan``."""
+        """The geometry of a named dataset: one of :data:`DATASETS`."""
         if name == "calogan":
             return calogan()
         if name not in _XML_FILES:
@@ -163,7 +163,7 @@ class Geometry:
             layers.append(_parse_layer(path, el))
         layers = [lyr for lyr in layers if lyr.n_voxels > 0]
         if not layers:
-            raise GeometryError(f"{path}[Layer]: expected at least one layer with r bins, found none")
+            raise GeometryError(f"{path}[Layer]: expected a layer with r bins, found none")
         name = name or path.stem
         return cls(name=name, particle=particle, layers=tuple(layers),
                    eval_threshold=EVAL_THRESHOLD_MEV.get(name, 0.0))
@@ -234,7 +234,7 @@ def _parse_layer(path: Path, el: ET.Element) -> Layer:
     field_ = f"Layer {lid}"
     edges_s = el.get("r_edges")
     if edges_s is None:
-        raise GeometryError(f"{path}[{field_}@r_edges]: expected a comma-separated list, found none")
+        raise GeometryError(f"{path}[{field_}@r_edges]: expected a comma list, found none")
     try:
         edges = tuple(float(v) for v in edges_s.split(",") if v.strip())
     except ValueError:

@@ -9,6 +9,8 @@ import numpy as np
 from caloforge.data import inspect, iter_showers
 from caloforge.geometry import DATASETS
 
+ORDER = 10
+
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="summarise a CaloChallenge or CaloGAN shower file")

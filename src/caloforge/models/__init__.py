@@ -11,7 +11,13 @@ import importlib
 from caloforge.errors import ConfigError
 
 #: model name -> "module:Class"
-REGISTRY: dict[str, str] = {}
+REGISTRY: dict[str, str] = {
+    "caloflow": "caloforge.models.caloflow:CaloFlow",
+    "caloflow-student": "caloforge.models.caloflow:CaloFlowStudent",
+    "caloinn": "caloforge.models.caloinn:CaloINN",
+    "caloman": "caloforge.models.caloman:CaloMan",
+    "vae-inn": "caloforge.models.caloman:VAEINN",
+}
 
 
 def model_class(name: str) -> type:

@@ -2,8 +2,10 @@
 
 A generator is a :class:`torch.nn.Module` with
 
-* ``fit(train, val, config, run_dir) -> history`` — trains from :class:`~caloforge.data.ShowerSet`s,
-  checkpointing into ``run_dir`` (see :mod:`caloforge.training`);
+* ``__init__(geometry, config)`` — builds the networks from the recipe (the YAML dict);
+* ``fit(train, val, run_dir, *, resume, epochs, **options) -> history`` — trains from
+  :class:`~caloforge.data.ShowerSet`s with :func:`caloforge.training.fit`, checkpointing into
+  ``run_dir``; ``options`` carries model-specific inputs (e.g. ``teacher=`` for a student);
 * ``sample(e_inc) -> voxels`` — showers in MeV, shape (N, n_voxels), for incident energies
   ``e_inc`` (N,) in MeV;
 * ``log_prob(...)`` where the model has one;
@@ -47,9 +49,12 @@ class GeneratorModel(nn.Module, abc.ABC):
 
     # -- the contract -----------------------------------------------------------------------
     @abc.abstractmethod
-    def fit(self, train: ShowerSet, val: ShowerSet | None, config: dict[str, Any],
-            run_dir: str | os.PathLike | None = None) -> dict[str, list[float]]:
-        """Train on ``train``; return the history (metric name -> per-epoch values)."""
+    def fit(self, train: ShowerSet, val: ShowerSet | None,
+            run_dir: str | os.PathLike | None = None, *, resume: bool = False,
+            epochs: int | None = None, progress: bool = True,
+            **options: Any) -> dict[str, list[float]]:
+        """Train on ``train`` (hyperparameters from ``self.config``; ``epochs`` overrides every
+        stage's epoch count); return the history (metric name -> per-epoch values)."""
 
     @abc.abstractmethod
     def sample(self, e_inc: torch.Tensor) -> torch.Tensor:
