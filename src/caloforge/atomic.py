@@ -17,6 +17,8 @@ from caloforge.errors import CaloforgeError
 def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Refuse to clobber an existing ``path`` unless ``overwrite`` is set."""
     path = Path(path)
+    if path.is_dir():
+        raise CaloforgeError(f"{path}: expected an output file path, found a directory")
     if path.exists() and not overwrite:
         raise CaloforgeError(
             f"{path}: output exists; expected a new path, found an existing file (use --overwrite)"
@@ -45,6 +47,21 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename durable (best effort: not every platform can fsync a directory)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 
@@ -49,13 +50,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except CaloforgeError as exc:
-        print(f"caloforge {args.command}: error: {exc}", file=sys.stderr)
+        print(f"caloforge {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # output piped into e.g. `head`
-        return 0
+    except OSError as exc:  # the environment, not caloforge: disk full, permission denied
+        if isinstance(exc, BrokenPipeError):  # output piped into e.g. `head`
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout
+            return 0
+        print(f"caloforge {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"caloforge {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line (h5py and OS messages may contain newlines)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -8,10 +8,21 @@ A :class:`Geometry` is an ordered list of readout layers. Each layer is either
   (mm) centred on the shower axis; voxels ordered (phi, eta) with eta fastest, exactly the C
   order of CaloGAN's ``layer_i`` arrays of shape (N, n_phi, n_eta).
 
-Both kinds share one abstraction: a layer has a 2-D shape ``(n_slow, n_fast)`` and every voxel
-has centre coordinates (eta, phi, r) in mm, so features and evaluation never ask which kind it
-is. For polar layers ``eta = r_mid cos(alpha_mid)``, ``phi = r_mid sin(alpha_mid)``
-(CaloChallenge ``XMLHandler``); for cartesian layers eta and phi are the cell centres and
+How Cartesian cells fit the polar abstraction: a layer is always a 2-D image of shape
+``(n_slow, n_fast)`` (:attr:`Layer.shape`) and the voxel vector is the concatenation of the
+C-ordered layer images. For a polar layer ``(n_slow, n_fast) = (n_alpha, n_r)``; for a cartesian
+layer ``(n_slow, n_fast) = (n_phi, n_eta)``, i.e. the phi rows take the place of the alpha
+slices and the eta columns the place of the radial bins. Nothing else is mapped: a cartesian
+layer has no ``r_edges`` and ``n_alpha == 1``; its radius is derived from the cell centre. The
+CaloGAN cells tile the same 480 x 480 mm^2 square in every layer (3 x 160, 12 x 40, 12 x 40 mm
+in phi; 96 x 5, 12 x 40, 6 x 80 mm in eta), so cell centres of different layers are directly
+comparable. The three CaloGAN ``overflow`` values are not voxels.
+
+Every voxel has centre coordinates (eta, phi, r) in mm, so features and evaluation never ask
+which kind a layer is. For polar layers ``eta = r_mid cos(alpha_mid)``,
+``phi = r_mid sin(alpha_mid)`` with ``r_mid`` the radial bin midpoint and
+``alpha_mid = -pi + (j + 1/2) 2 pi / n_alpha`` (``alpha_mid = 0`` when ``n_alpha == 1``), as in
+the CaloChallenge ``XMLHandler``; for cartesian layers eta and phi are the cell centres and
 ``r = sqrt(eta^2 + phi^2)``.
 
 References:
@@ -21,6 +32,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import importlib.resources
 import math
 import xml.etree.ElementTree as ET
@@ -132,16 +144,26 @@ class Geometry:
     # -- construction -------------------------------------------------------------------------
     @classmethod
     def preset(cls, name: str) -> Geometry:
-        """The geometry of a named dataset: one of :data:`DATASETS`."""
-        if name == "calogan":
-            return calogan()
-        if name not in _XML_FILES:
+        """The geometry of a named dataset: one of :data:`DATASETS` (cached; immutable)."""
+        if name not in DATASETS:
             raise GeometryError(
                 f"--dataset: expected one of {', '.join(DATASETS)}, found {name!r}"
             )
-        res = importlib.resources.files("caloforge") / "data_files" / _XML_FILES[name]
-        with importlib.resources.as_file(res) as path:
-            return cls.from_xml(path, name=name)
+        return _preset(name)
+
+    @classmethod
+    def resolve(cls, spec: Geometry | str | Path | None) -> Geometry | None:
+        """A geometry from a preset name, a binning XML path or a :class:`Geometry`."""
+        if spec is None or isinstance(spec, Geometry):
+            return spec
+        if str(spec) in DATASETS:
+            return cls.preset(str(spec))
+        if str(spec).endswith(".xml") or Path(spec).is_file():
+            return cls.from_xml(spec)
+        raise GeometryError(
+            f"--dataset: expected one of {', '.join(DATASETS)} or a binning XML file, "
+            f"found {str(spec)!r}"
+        )
 
     @classmethod
     def from_xml(cls, path: str | Path, name: str | None = None) -> Geometry:
@@ -153,6 +175,9 @@ class Geometry:
             root = ET.parse(path).getroot()
         except ET.ParseError as exc:
             raise GeometryError(f"{path}: expected well-formed XML, found {exc}") from None
+        except (OSError, ValueError) as exc:  # unreadable, or undecodable bytes
+            raise GeometryError(f"{path}: expected a readable XML file, found "
+                                f"{type(exc).__name__}: {exc}") from None
         bins = root.findall("Bin") if root.tag != "Bin" else [root]
         if not bins:
             raise GeometryError(f"{path}[Bin]: expected a <Bin> element, found none")
@@ -161,10 +186,20 @@ class Geometry:
         layers = []
         for el in bin_el.findall("Layer"):
             layers.append(_parse_layer(path, el))
+        ids = [lyr.id for lyr in layers]
+        if len(set(ids)) != len(ids):
+            dup = next(i for i in ids if ids.count(i) > 1)
+            raise GeometryError(f"{path}[Layer@id]: expected unique layer ids, found id {dup} "
+                                f"twice")
         layers = [lyr for lyr in layers if lyr.n_voxels > 0]
         if not layers:
             raise GeometryError(f"{path}[Layer]: expected a layer with r bins, found none")
-        name = name or path.stem
+        if name is None:
+            name = path.stem
+            # a copy of an official file is that preset (same name, evaluation threshold)
+            preset = _STEM_TO_PRESET.get(path.stem)
+            if preset is not None and _preset(preset).layers == tuple(layers):
+                name = preset
         return cls(name=name, particle=particle, layers=tuple(layers),
                    eval_threshold=EVAL_THRESHOLD_MEV.get(name, 0.0))
 
@@ -228,9 +263,9 @@ class Geometry:
 
 
 def _parse_layer(path: Path, el: ET.Element) -> Layer:
-    lid = el.get("id")
-    if lid is None or not lid.strip().lstrip("-").isdigit():
-        raise GeometryError(f"{path}[Layer@id]: expected an integer id, found {lid!r}")
+    lid = _int_or_none(el.get("id"))
+    if lid is None:
+        raise GeometryError(f"{path}[Layer@id]: expected an integer id, found {el.get('id')!r}")
     field_ = f"Layer {lid}"
     edges_s = el.get("r_edges")
     if edges_s is None:
@@ -241,6 +276,10 @@ def _parse_layer(path: Path, el: ET.Element) -> Layer:
         raise GeometryError(
             f"{path}[{field_}@r_edges]: expected numbers, found {edges_s!r}"
         ) from None
+    if not all(math.isfinite(v) for v in edges):
+        raise GeometryError(
+            f"{path}[{field_}@r_edges]: expected finite numbers, found {edges_s!r}"
+        )
     if len(edges) > 1 and any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
         raise GeometryError(
             f"{path}[{field_}@r_edges]: expected strictly increasing edges, found {edges_s!r}"
@@ -248,11 +287,34 @@ def _parse_layer(path: Path, el: ET.Element) -> Layer:
     if edges and edges[0] < 0:
         raise GeometryError(f"{path}[{field_}@r_edges]: expected edges >= 0, found {edges[0]}")
     n_alpha_s = el.get("n_bin_alpha")
-    if n_alpha_s is None or not n_alpha_s.strip().isdigit() or int(n_alpha_s) < 1:
+    n_alpha = _int_or_none(n_alpha_s)
+    if n_alpha is None or n_alpha < 1:
         raise GeometryError(
             f"{path}[{field_}@n_bin_alpha]: expected a positive integer, found {n_alpha_s!r}"
         )
-    return Layer(id=int(lid), r_edges=edges if len(edges) > 1 else (), n_alpha=int(n_alpha_s))
+    return Layer(id=lid, r_edges=edges if len(edges) > 1 else (), n_alpha=n_alpha)
+
+
+def _int_or_none(text: str | None) -> int | None:
+    """``int(text)`` for a plain ASCII integer, else None."""
+    if text is None or not text.strip().lstrip("+-").isascii():
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+_STEM_TO_PRESET = {Path(f).stem: name for name, f in _XML_FILES.items()}
+
+
+@functools.cache
+def _preset(name: str) -> Geometry:
+    if name == "calogan":
+        return calogan()
+    res = importlib.resources.files("caloforge") / "data_files" / _XML_FILES[name]
+    with importlib.resources.as_file(res) as path:
+        return Geometry.from_xml(path, name=name)
 
 
 def calogan() -> Geometry:

@@ -76,12 +76,21 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None, source: str = "config") -> TrainConfig:
         """Build from a mapping, rejecting unknown keys and bad values with :class:`ConfigError`."""
+        if d is not None and not isinstance(d, dict):
+            raise ConfigError(f"{source}: expected a mapping of training options, found "
+                              f"{type(d).__name__}")
         d = dict(d or {})
         names = {f.name: f for f in dataclasses.fields(cls)}
         for k in d:
             if k not in names:
                 raise ConfigError(f"{source}[{k}]: expected one of {', '.join(names)}, found "
                                   f"unknown key {k!r}")
+        for k in _FLOAT_FIELDS:  # YAML reads "1e-3" (no dot) as a string
+            if isinstance(d.get(k), str):
+                try:
+                    d[k] = float(d[k])
+                except ValueError:
+                    pass  # reported by validate()
         cfg = cls(**d)
         cfg.validate(source)
         return cfg
@@ -91,26 +100,42 @@ class TrainConfig:
             return ConfigError(f"{source}[{field}]: expected {expected}, found "
                                f"{getattr(self, field)!r}")
 
-        if not isinstance(self.epochs, int) or self.epochs < 1:
+        def is_int(v: object) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        def is_pos(v: object) -> bool:
+            return (isinstance(v, int | float) and not isinstance(v, bool) and v > 0
+                    and math.isfinite(v))
+
+        if not is_int(self.epochs) or self.epochs < 1:
             raise bad("epochs", "a positive integer")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+        if not is_int(self.batch_size) or self.batch_size < 1:
             raise bad("batch_size", "a positive integer")
-        if not isinstance(self.lr, int | float) or not (self.lr > 0 and math.isfinite(self.lr)):
+        if not is_pos(self.lr):
             raise bad("lr", "a positive number")
         if self.optimizer not in ("adam", "adamw"):
             raise bad("optimizer", "'adam' or 'adamw'")
+        if not (self.weight_decay == 0 or is_pos(self.weight_decay)):
+            raise bad("weight_decay", "a number >= 0")
         if self.scheduler not in ("none", "onecycle", "cyclic"):
             raise bad("scheduler", "'none', 'onecycle' or 'cyclic'")
-        if self.max_lr is not None and not self.max_lr > 0:
+        if self.max_lr is not None and not is_pos(self.max_lr):
             raise bad("max_lr", "a positive number")
-        if self.grad_clip is not None and not self.grad_clip > 0:
+        if not is_int(self.cycle_steps) or self.cycle_steps < 1:
+            raise bad("cycle_steps", "a positive integer")
+        if self.grad_clip is not None and not is_pos(self.grad_clip):
             raise bad("grad_clip", "a positive number")
-        if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):
+        if self.patience is not None and (not is_int(self.patience) or self.patience < 1):
             raise bad("patience", "a positive integer")
         if self.dtype not in ("float32", "float64"):
             raise bad("dtype", "'float32' or 'float64'")
-        if not (self.device == "auto" or self.device.startswith(("cpu", "cuda"))):
+        if not isinstance(self.device, str) or not (
+                self.device == "auto" or self.device.startswith(("cpu", "cuda"))):
             raise bad("device", "'auto', 'cpu' or 'cuda[:i]'")
+        if not is_int(self.seed):
+            raise bad("seed", "an integer")
+        if not isinstance(self.progress, bool):
+            raise bad("progress", "true or false")
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -122,6 +147,9 @@ class TrainConfig:
                 return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return torch.device(self.device)
+
+
+_FLOAT_FIELDS = ("lr", "weight_decay", "max_lr", "grad_clip")
 
 
 def dist_info() -> tuple[int, int]:
@@ -228,6 +256,7 @@ def fit(module: nn.Module, loss_fn: LossFn, train: Sequence[Tensor],
     if val is not None:
         history["val_loss"] = []
     start_epoch, best, best_state, bad_epochs = 0, math.inf, None, 0
+    state: dict[str, Any] = {}
 
     if resume and last_path is not None and last_path.exists():
         state = torch.load(last_path, map_location=device, weights_only=False)
@@ -237,10 +266,19 @@ def fit(module: nn.Module, loss_fn: LossFn, train: Sequence[Tensor],
             sched.load_state_dict(state["scheduler"])
         start_epoch, best, bad_epochs = state["epoch"], state["best"], state["bad_epochs"]
         best_state, history = state["best_state"], state["history"]
+        if cfg.patience is not None and bad_epochs >= cfg.patience:
+            start_epoch = cfg.epochs  # killed after the early stop, before final.pt
 
     gen = torch.Generator().manual_seed(cfg.seed)
-    for _ in range(start_epoch):  # replay the batch order of finished epochs
-        torch.randperm(n, generator=gen)
+    if start_epoch and state.get("rng") is not None:
+        # batch order and the global RNG (noise, dropout in loss_fn) continue exactly
+        gen.set_state(state["rng"]["batch_order"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if state["rng"].get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    else:
+        for _ in range(start_epoch):  # replay the batch order of finished epochs
+            torch.randperm(n, generator=gen)
     label = desc or (tag.rstrip("_") or "train")
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
@@ -251,9 +289,11 @@ def fit(module: nn.Module, loss_fn: LossFn, train: Sequence[Tensor],
                    disable=not cfg.progress or rank != 0)
         for step in bar:
             idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            idx = idx[rank::world] if world > 1 else idx
-            if len(idx) == 0:
+            if len(idx) < world:
+                # every rank sees the same perm, so all skip together: a rank with an empty
+                # shard must not leave the others waiting in all_reduce
                 continue
+            idx = idx[rank::world] if world > 1 else idx
             loss = loss_fn(module, tuple(t[idx] for t in train))
             if not torch.isfinite(loss):
                 raise ConfigError(f"{label}[loss]: expected a finite loss, found {loss.item()} "
@@ -271,6 +311,12 @@ def fit(module: nn.Module, loss_fn: LossFn, train: Sequence[Tensor],
             total += loss.item() * len(idx)
             count += len(idx)
             bar.set_postfix(loss=f"{loss.item():.4g}")
+        if world > 1:  # the same train loss (hence score, early stop) on every rank
+            import torch.distributed as dist
+
+            sums = torch.tensor([total, float(count)], dtype=torch.float64, device=device)
+            dist.all_reduce(sums, op=dist.ReduceOp.SUM)
+            total, count = float(sums[0]), int(sums[1])
         train_loss = total / max(count, 1)
         module.eval()
         val_loss = evaluate_loss(module, loss_fn, val, cfg.batch_size) if val is not None else None
@@ -299,7 +345,10 @@ def fit(module: nn.Module, loss_fn: LossFn, train: Sequence[Tensor],
             _save({"module": module.state_dict(), "optimizer": opt.state_dict(),
                    "scheduler": sched.state_dict() if sched is not None else None,
                    "epoch": epoch + 1, "best": best, "bad_epochs": bad_epochs,
-                   "best_state": best_state, "history": history}, last_path)
+                   "best_state": best_state, "history": history,
+                   "rng": {"batch_order": gen.get_state(), "torch": torch.get_rng_state(),
+                           "cuda": (torch.cuda.get_rng_state_all()
+                                    if torch.cuda.is_available() else None)}}, last_path)
             _write_csv(run_dir / f"{tag}metrics.csv", history)
         if stop:
             if rank == 0 and cfg.progress:
