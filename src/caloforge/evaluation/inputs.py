@@ -1,0 +1,71 @@
+"""Classifier / FPD input vectors of the CaloChallenge evaluation (spec/EVALUATION.md §4).
+
+* ``cls-low``: ``[log10 E_inc, x_v / E_inc for every voxel]`` (dim 1 + n_voxels; the 2022
+  version of evaluate.py used ``100 x_v / E_inc``, the current one ``x_v / E_inc``);
+* ``cls-low-normed``: ``[log10 E_inc, x_v / (E_l + 1e-16) for every voxel,
+  log10(E_l + 1e-8) for every layer]`` (dim 1 + n_voxels + n_layers);
+* ``cls-high``, also the FPD/KPD vector (the official code passes this array without its
+  label column): ``[log10 E_inc, log10(E_l + 1e-8) for every layer,
+  EC_eta/100, EC_phi/100, Width_eta/100, Width_phi/100 (angle-binned layers),
+  log10(E_tot + 1e-8), sparsity, EC_r/100, Width_r/100 (every layer)]`` -> dim 30 (DS1 photons),
+  46 (DS1 pions), 362 (DS2/3).
+
+Voxels are thresholded at the official value first; energies in MeV, positions in mm.
+Low-level inputs are float32 (dataset 3 would need 32 GB in float64).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from caloforge.data import ShowerSet
+from caloforge.features import CHUNK_VALUES, apply_threshold, high_level_features
+
+MODES = ("cls-low", "cls-low-normed", "cls-high")
+
+
+def high_level_vector(feats: dict[str, np.ndarray], ss: ShowerSet) -> np.ndarray:
+    """The ``cls-high`` input (N, d) in float64 from features of :func:`high_level_features`."""
+    geo = ss.geometry
+    ids = geo.layer_ids
+    angled = [lyr.id for lyr in geo.layers if lyr.binned_in_angle]
+    cols = [np.log10(np.asarray(ss.e_inc, dtype=np.float64))]
+    cols += [np.log10(feats[f"E_layer_{i}"] + 1e-8) for i in ids]
+    for kind in ("EC_eta", "EC_phi", "Width_eta", "Width_phi"):
+        cols += [feats[f"{kind}_{i}"] / 100.0 for i in angled]
+    cols.append(np.log10(feats["E_tot"] + 1e-8))
+    cols += [feats[f"sparsity_{i}"] for i in ids]
+    cols += [feats[f"EC_r_{i}"] / 100.0 for i in ids]
+    cols += [feats[f"Width_r_{i}"] / 100.0 for i in ids]
+    return np.stack(cols, axis=1)
+
+
+def low_level_vector(ss: ShowerSet, threshold: float, normed: bool = False) -> np.ndarray:
+    """The ``cls-low`` (or ``cls-low-normed``) input (N, d) in float32, built chunk by chunk."""
+    geo = ss.geometry
+    n = len(ss)
+    dim = 1 + geo.n_voxels + (geo.n_layers if normed else 0)
+    out = np.empty((n, dim), dtype=np.float32)
+    e_inc = np.asarray(ss.e_inc, dtype=np.float64)
+    out[:, 0] = np.log10(e_inc)
+    rows = max(1, CHUNK_VALUES // max(geo.n_voxels, 1))
+    for lo in range(0, n, rows):
+        hi = min(lo + rows, n)
+        x = apply_threshold(ss.showers[lo:hi], threshold)
+        if normed:
+            el = geo.layer_energies(x)
+            sizes = [lyr.n_voxels for lyr in geo.layers]
+            out[lo:hi, 1:1 + geo.n_voxels] = x / (np.repeat(el, sizes, axis=1) + 1e-16)
+            out[lo:hi, 1 + geo.n_voxels:] = np.log10(el + 1e-8)
+        else:
+            out[lo:hi, 1:] = x / e_inc[lo:hi, None]
+    return out
+
+
+def classifier_input(mode: str, ss: ShowerSet, threshold: float,
+                     feats: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """The input array of classifier ``mode`` (one of :data:`MODES`) for ``ss``."""
+    if mode == "cls-high":
+        return high_level_vector(feats if feats is not None
+                                 else high_level_features(ss, threshold), ss)
+    return low_level_vector(ss, threshold, normed=mode == "cls-low-normed")

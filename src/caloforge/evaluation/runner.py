@@ -1,0 +1,256 @@
+"""``evaluate``: every CaloChallenge metric of generated vs reference showers, one call.
+
+Modes (``all`` = hist, cls-low, cls-high, fpd, kpd, prdc, like the official ``all`` that runs
+the low-level classifier; ``cls-low-normed`` runs only when asked):
+
+* ``hist``: separation power of every high-level-feature histogram, the per-energy
+  E_tot/E_inc (dataset 1) and the voxel spectrum; PNGs of all of them and of the average
+  showers (overall and per incident energy);
+* ``cls-low``, ``cls-low-normed``, ``cls-high``: classifier tests (AUC, JSD; mean ± std over
+  ``repeats`` trainings with seeds ``seed, seed+1, ...``);
+* ``fpd``, ``kpd``: on the ``cls-high`` vector, CaloChallenge settings, reported x 10^3;
+* ``prdc``: precision, recall, density, coverage (k = 5) on log voxel energies.
+
+The voxel threshold is the reference geometry's official one (1 MeV dataset 1, 15.15 keV
+datasets 2/3). Both samples must have the same geometry and size (``subsample=True`` draws the
+larger one down).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from caloforge import __version__
+from caloforge.data import ShowerSet
+from caloforge.errors import ConfigError
+from caloforge.evaluation import plots
+from caloforge.evaluation.classifier import OFFICIAL_SPLITS, classifier_test, split_sizes
+from caloforge.evaluation.compare import check_compatible
+from caloforge.evaluation.fpd import CALO_KPD_BATCH, CALO_MIN_SAMPLES, fpd, kpd
+from caloforge.evaluation.histograms import (
+    DS1,
+    hlf_histograms,
+    per_energy_histograms,
+    voxel_histogram,
+)
+from caloforge.evaluation.inputs import classifier_input, high_level_vector
+from caloforge.evaluation.prdc import PRDC_MAX_SAMPLES, shower_prdc
+from caloforge.evaluation.report import clean, render_html, write_bytes, write_json
+from caloforge.features import CHUNK_VALUES, apply_threshold, high_level_features
+
+MODES = ("hist", "cls-low", "cls-low-normed", "cls-high", "fpd", "kpd", "prdc")
+ALL = ("hist", "cls-low", "cls-high", "fpd", "kpd", "prdc")
+CLS_TAGS = {"cls-low": "low", "cls-low-normed": "low_normed", "cls-high": "high"}
+
+
+def parse_modes(modes: str | Iterable[str]) -> list[str]:
+    """Mode names (comma-separated strings allowed; ``all`` expands) in canonical order."""
+    items = [modes] if isinstance(modes, str) else list(modes)
+    names = {m.strip() for item in items for m in str(item).split(",") if m.strip()}
+    bad = names - set(MODES) - {"all"}
+    if bad or not names:
+        raise ConfigError(f"--mode: expected all or some of {', '.join(MODES)}, "
+                          f"found {', '.join(sorted(bad)) or 'nothing'}")
+    if "all" in names:
+        names |= set(ALL)
+    return [m for m in MODES if m in names]
+
+
+def empty_metrics() -> dict:
+    """The metrics.json skeleton: every key present, null until its mode runs."""
+    out: dict = {"caloforge_version": __version__}
+    for tag in CLS_TAGS.values():
+        for key in ("auc", "jsd"):
+            out[f"{key}_{tag}"] = None
+            out[f"{key}_{tag}_std"] = None
+    out.update(fpd=None, fpd_err=None, kpd=None, kpd_err=None, prdc=None,
+               separation_power=None, mean_separation_power=None, classifier={}, timing_s={})
+    return out
+
+
+def mean_shower(ss: ShowerSet, threshold: float, mask: np.ndarray | None = None) -> np.ndarray:
+    """Average thresholded shower (MeV per voxel) of the selected showers, chunk by chunk."""
+    idx = np.arange(len(ss)) if mask is None else np.flatnonzero(mask)
+    total = np.zeros(ss.geometry.n_voxels)
+    rows = max(1, CHUNK_VALUES // max(ss.geometry.n_voxels, 1))
+    for lo in range(0, len(idx), rows):
+        total += apply_threshold(ss.showers[idx[lo:lo + rows]], threshold).sum(0)
+    return total / max(len(idx), 1)
+
+
+def energy_bins(geometry_name: str) -> list[tuple[float, float, str]]:
+    """Incident-energy ranges of the per-energy average showers (MeV)."""
+    if geometry_name in DS1:
+        return [(2.0**k, 2.0 ** (k + 1), f"E_inc = {2**k} MeV") for k in range(8, 23)]
+    return [(10.0**k, 10.0 ** (k + 1), f"E_inc in [1e{k}, 1e{k + 1}) MeV") for k in range(3, 6)]
+
+
+def _average_images(gen: ShowerSet, ref: ShowerSet, thr: float) -> list[tuple[str, str, bytes]]:
+    geo = ref.geometry
+    out = [("average showers", "average_shower",
+            plots.average_shower_png(mean_shower(gen, thr), mean_shower(ref, thr), geo,
+                                     "average shower (top: reference, bottom: generated)"))]
+    for lo, hi, label in energy_bins(geo.name):
+        mg, mr = (gen.e_inc >= lo) & (gen.e_inc < hi), (ref.e_inc >= lo) & (ref.e_inc < hi)
+        if mg.any() and mr.any():
+            out.append(("average showers per energy", f"average_shower_E{lo:.0f}",
+                        plots.average_shower_png(mean_shower(gen, thr, mg),
+                                                 mean_shower(ref, thr, mr), geo,
+                                                 f"average shower, {label}")))
+    return out
+
+
+@contextmanager
+def _timed(timing: dict, name: str) -> Iterator[None]:
+    t0 = time.perf_counter()
+    yield
+    timing[name] = time.perf_counter() - t0
+
+
+Features = tuple[dict[str, np.ndarray], dict[str, np.ndarray]]
+
+
+def _hist_stage(gen: ShowerSet, ref: ShowerSet, feats: Features, thr: float, metrics: dict,
+                draw: bool) -> list[tuple[str, str, bytes]]:
+    """Separation powers of every histogram; their pictures and the average showers."""
+    geo = ref.geometry
+    hists = hlf_histograms(feats[0], feats[1], geo, thr)
+    metrics["mean_separation_power"] = float(np.mean([h.separation for h in hists.values()]))
+    hists |= per_energy_histograms(feats[0]["E_ratio"], gen.e_inc, feats[1]["E_ratio"],
+                                   ref.e_inc, geo)
+    hists["voxel"] = voxel_histogram(gen.showers, ref.showers, thr)
+    metrics["separation_power"] = {k: h.separation for k, h in hists.items()}
+    if not draw:
+        return []
+    return ([("histograms", k, plots.histogram_png(h)) for k, h in hists.items()]
+            + _average_images(gen, ref, thr))
+
+
+def _classifier_stage(mode: str, gen: ShowerSet, ref: ShowerSet, feats: Features | None,
+                      thr: float, metrics: dict, draw: bool, settings: dict, seed: int,
+                      repeats: int) -> list[tuple[str, str, bytes]]:
+    """``repeats`` classifier tests of ``mode``: mean and std of AUC and JSD."""
+    fg, fr = feats if feats is not None else (None, None)
+    xg, xr = classifier_input(mode, gen, thr, fg), classifier_input(mode, ref, thr, fr)
+    results = [classifier_test(xg, xr, ref.geometry.name, seed=seed + k,
+                               desc=f"{mode} {k + 1}/{repeats}", **settings)
+               for k in range(repeats)]
+    tag = CLS_TAGS[mode]
+    for key in ("auc", "jsd"):
+        values = [getattr(r, key) for r in results]
+        metrics[f"{key}_{tag}"], metrics[f"{key}_{tag}_std"] = (float(np.mean(values)),
+                                                                float(np.std(values)))
+    metrics["classifier"][mode] = {
+        "auc": [r.auc for r in results], "jsd": [r.jsd for r in results],
+        "accuracy": [r.accuracy for r in results], "best_epoch": [r.best_epoch for r in results],
+        "mean_epoch_s": [float(np.mean(r.epoch_seconds)) for r in results]}
+    if not draw:
+        return []
+    first = results[0]
+    return [("classifier outputs", mode, plots.scores_png(
+        first.scores, first.labels,
+        f"{mode}: AUC {first.auc:.4f}, JSD {first.jsd:.4f} (val split, first run)"))]
+
+
+def _distance_stage(todo: list[str], gen: ShowerSet, ref: ShowerSet, feats: Features | None,
+                    thr: float, metrics: dict, seed: int) -> None:
+    """FPD and KPD (x 10^3) on the high-level vector; PRDC on log voxel energies."""
+    timing = metrics["timing_s"]
+    if feats is not None:
+        hg, hr = high_level_vector(feats[0], gen), high_level_vector(feats[1], ref)
+    if "fpd" in todo:
+        with _timed(timing, "fpd"):
+            value, err = fpd(hr, hg, min_samples=CALO_MIN_SAMPLES)
+            metrics["fpd"], metrics["fpd_err"] = value * 1e3, err * 1e3
+    if "kpd" in todo:
+        with _timed(timing, "kpd"):
+            value, err = kpd(hr, hg, batch_size=CALO_KPD_BATCH)
+            metrics["kpd"], metrics["kpd_err"] = value * 1e3, err * 1e3
+    if "prdc" in todo:
+        with _timed(timing, "prdc"):
+            metrics["prdc"] = shower_prdc(gen, ref, thr, seed=seed)
+            metrics["prdc_samples"] = min(len(ref), PRDC_MAX_SAMPLES)
+
+
+def _output_paths(out_dir: str | Path | None, overwrite: bool) -> Path | None:
+    if out_dir is None:
+        return None
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: expected an output directory, found a file")
+    for name in ("metrics.json", "report.html"):
+        if (out / name).exists() and not overwrite:
+            raise ConfigError(f"{out / name}: expected a new output, found an existing file "
+                              f"(use --overwrite)")
+    return out
+
+
+def evaluate(generated: ShowerSet, reference: ShowerSet, modes: str | Iterable[str] = ("all",),
+             out_dir: str | Path | None = None, *, epochs: int = 50, repeats: int = 1,
+             width: int = 2048, seed: int = 0, device: str = "auto", progress: bool = True,
+             subsample: bool = False, overwrite: bool = False, batch_size: int = 1000,
+             lr: float = 2e-4) -> dict:
+    """Evaluate ``generated`` against ``reference``; return (and write) the metrics.
+
+    Args:
+        generated, reference: Showers on the same geometry, equally many (or ``subsample``).
+        modes: Modes to run (see module doc), e.g. ``("all",)`` or ``"hist,fpd"``.
+        out_dir: When given, ``metrics.json``, ``report.html`` and ``plots/*.png`` are
+            written there, each file atomically; existing outputs need ``overwrite``.
+        epochs, width, repeats, seed, device, batch_size, lr: Classifier settings (official:
+            50 epochs, width 2048, batch 1000, lr 2e-4; smaller values make quick checks).
+        progress: Show progress bars.
+
+    Returns:
+        The content of ``metrics.json``: ``auc_low``, ``auc_high``, ``jsd_low``, ``jsd_high``
+        (and ``_normed``/``_std`` variants), ``fpd``, ``kpd`` (x 10^3, with ``_err``), ``prdc``,
+        ``separation_power`` (feature name -> value), ``mean_separation_power`` ... ; null for
+        modes that did not run.
+    """
+    todo = parse_modes(modes)
+    if repeats < 1:
+        raise ConfigError(f"--repeats: expected a positive integer, found {repeats}")
+    out = _output_paths(out_dir, overwrite)
+    generated, reference = check_compatible(generated, reference, equal_n=True,
+                                            equalise=subsample, seed=seed)
+    geo = reference.geometry
+    thr = geo.eval_threshold
+    metrics = empty_metrics()
+    metrics.update(dataset=geo.name, n_generated=len(generated), n_reference=len(reference),
+                   threshold_mev=thr, modes=todo,
+                   settings={"epochs": epochs, "width": width, "repeats": repeats, "seed": seed,
+                             "batch_size": batch_size, "lr": lr,
+                             "split_per_class": list(split_sizes(len(reference), geo.name))
+                             if any(m in CLS_TAGS for m in todo) else None,
+                             "official_split": list(OFFICIAL_SPLITS.get(geo.name, ()))})
+    images: list[tuple[str, str, bytes]] = []
+    timing = metrics["timing_s"]
+    draw = out is not None
+    feats = None
+    if any(m in todo for m in ("hist", "cls-high", "fpd", "kpd")):
+        with _timed(timing, "features"):
+            feats = (high_level_features(generated, thr), high_level_features(reference, thr))
+    if "hist" in todo:
+        with _timed(timing, "hist"):
+            images += _hist_stage(generated, reference, feats, thr, metrics, draw)
+    for mode in (m for m in todo if m in CLS_TAGS):
+        with _timed(timing, mode):
+            images += _classifier_stage(
+                mode, generated, reference, feats, thr, metrics, draw,
+                {"epochs": epochs, "width": width, "device": device, "progress": progress,
+                 "batch_size": batch_size, "lr": lr}, seed, repeats)
+    if any(m in todo for m in ("fpd", "kpd", "prdc")):
+        _distance_stage(todo, generated, reference, feats, thr, metrics, seed)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "plots").mkdir(exist_ok=True)
+        for _, name, png in images:
+            write_bytes(out / "plots" / f"{name}.png", png, overwrite=True)
+        write_bytes(out / "report.html", render_html(metrics, images).encode(), overwrite)
+        write_json(out / "metrics.json", metrics, overwrite)
+    return clean(metrics)
