@@ -1,0 +1,322 @@
+"""Sampling speed of the flow generators: ms per shower at batch sizes 1, 100 and 10,000.
+
+Rows (dataset-1 photons, each built at its recipe's size from ``configs/``): the CaloFlow
+teacher (MAF flow II), the CaloFlow student (IAF flow II), CaloINN (RQS coupling INN), CaloMan
+(energy flow + latent flow + decoder) and a plain ``zuko.flows.NSF`` coupling flow of
+CaloINN's size (373 features, 12 transforms, 10 bins, 3 x 256 hidden) as a library baseline.
+The models are **untrained**: sampling cost does not depend on the weights, so the timings
+are those of trained models of the same size.
+
+Each row is built by a small function; a model whose module is missing (or fails to build) is
+skipped with a printed note. Timing: ``torch.inference_mode``, one warm-up call per batch size,
+then repeated calls until ``--min-time`` seconds have passed (CUDA synchronised). A
+measurement whose projected duration (from the smaller batch's per-shower time) exceeds
+``--budget`` seconds is skipped and marked "-": the MAF teacher needs 368 sequential passes per
+block, so it is timed at batch sizes 1 and 100 only. ``torch.compile`` is measured for the
+rows in ``--compile`` at the largest batch size (first-call compile time reported).
+
+The CaloMan part also reproduces the seed talk's timing table: batch sizes 500 ... 50,000
+over 100,000 showers (``--caloman-total``).
+
+Usage::
+
+    python benchmarks/sampling.py                 # CPU, writes the "sampling" section
+    python benchmarks/sampling.py --device cuda   # on a GPU
+    python benchmarks/sampling.py --quick         # batch sizes 1 and 100 only, no compile
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import machine, table, update_section  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASET = "1-photons"
+Sampler = Callable[[torch.Tensor], torch.Tensor]
+
+#: CaloChallenge / paper figures (theirs, GPU, per shower at batch 10,000), for comparison.
+REFERENCE = [
+    ("CaloFlow student (CaloChallenge DS1 photons, 2210.14245)", "0.26 ms", "their GPU"),
+    ("CaloINN (2312.09290)", "0.19 ms", "their GPU"),
+    ("CaloFlow v1 teacher / v2 student, CaloGAN (seed talk, TITAN V)", "36.2 ms / 0.08 ms",
+     "their GPU"),
+]
+
+
+# --------------------------------------------------------------------------------------------
+# row builders: each returns (sampler, note); ImportError/any error -> row skipped
+
+
+def _model(name: str, config: str, device: torch.device) -> tuple[Sampler, str]:
+    from caloforge.config import load_config
+    from caloforge.geometry import Geometry
+    from caloforge.models import model_class
+
+    cfg = load_config(ROOT / "configs" / config)
+    model = model_class(name)(Geometry.preset(cfg.get("dataset", DATASET)), cfg)
+    model.to(device).eval()
+    n = sum(p.numel() for p in model.parameters())
+    dtype = next(model.parameters()).dtype
+    return model.sample, f"{n / 1e6:.2f} M params, {str(dtype).replace('torch.', '')}"
+
+
+def build_teacher(device: torch.device) -> tuple[Sampler, str]:
+    return _model("caloflow", "caloflow/1-photons.yaml", device)
+
+
+def build_student(device: torch.device) -> tuple[Sampler, str]:
+    return _model("caloflow-student", "caloflow/1-photons-student.yaml", device)
+
+
+def build_caloinn(device: torch.device) -> tuple[Sampler, str]:
+    return _model("caloinn", "caloinn/1-photons.yaml", device)
+
+
+def build_caloman(device: torch.device) -> tuple[Sampler, str]:
+    return _model("caloman", "caloman/1-photons-caloflow.yaml", device)
+
+
+def build_zuko_nsf(device: torch.device) -> tuple[Sampler, str]:
+    import zuko
+
+    flow = zuko.flows.NSF(368 + 5, 1, transforms=12, bins=10, hidden_features=(256, 256, 256),
+                          passes=2).to(device).eval()
+
+    def sample(e_inc: torch.Tensor) -> torch.Tensor:
+        c = torch.log2(e_inc.to(device, torch.float32) / 1000.0)[:, None]
+        return flow(c).sample()
+
+    n = sum(p.numel() for p in flow.parameters())
+    return sample, f"{n / 1e6:.2f} M params, float32, zuko {zuko.__version__} NSF passes=2"
+
+
+#: Rows measured only at these batch sizes (the MAF teacher: its inverse is 368 sequential
+#: passes per block, so one call at batch 10,000 would take hours on a CPU).
+ONLY_SIZES = {"teacher": (1, 100)}
+ROWS: dict[str, tuple[str, Callable[[torch.device], tuple[Sampler, str]]]] = {
+    "teacher": ("CaloFlow teacher (MAF)", build_teacher),
+    "student": ("CaloFlow student (IAF)", build_student),
+    "caloinn": ("CaloINN (RQS coupling)", build_caloinn),
+    "caloman": ("CaloMan (NF + AE + NF)", build_caloman),
+    "zuko-nsf": ("zuko NSF coupling, CaloINN size", build_zuko_nsf),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# timing
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(fn: Sampler, batch: int, device: torch.device, min_time: float,
+              warmup: bool = True) -> float:
+    """Seconds per call of ``fn`` on ``batch`` showers at 65,536 MeV."""
+    e = torch.full((batch,), 65536.0, dtype=torch.float64, device=device)
+    with torch.inference_mode():
+        if warmup:
+            fn(e)
+        _sync(device)
+        calls, t0 = 0, time.perf_counter()
+        while True:
+            fn(e)
+            _sync(device)
+            calls += 1
+            if time.perf_counter() - t0 >= min_time:
+                break
+    return (time.perf_counter() - t0) / calls
+
+
+def fmt_ms(seconds_per_shower: float | None) -> str:
+    if seconds_per_shower is None:
+        return "-"
+    ms = 1e3 * seconds_per_shower
+    return f"{ms:.3g}" if ms < 1000 else f"{ms:,.0f}"
+
+
+def measure_row(fn: Sampler, sizes: list[int], device: torch.device, min_time: float,
+                budget: float, only: tuple[int, ...] | None = None) -> dict[int, float | None]:
+    """Seconds per shower at each batch size: None where the projection (linear in the batch
+    size) exceeds ``budget`` or the size is not in ``only``. A warm-up call precedes each
+    measurement unless it is projected to take over 10 s."""
+    out: dict[int, float | None] = {}
+    per_shower = None
+    for b in sizes:
+        if only is not None and b not in only:
+            out[b] = None
+            continue
+        projected = per_shower * b if per_shower is not None else 0.0
+        if only is None and projected > budget:
+            print(f"    bs {b}: skipped (projected {projected:.0f} s per call)", flush=True)
+            out[b] = None
+            continue
+        t = time_call(fn, b, device, min_time, warmup=projected < 10.0)
+        per_shower = t / b
+        out[b] = per_shower
+        print(f"    bs {b}: {1e3 * per_shower:.4g} ms/shower", flush=True)
+    return out
+
+
+def measure_compiled(fn: Sampler, batch: int, device: torch.device, min_time: float
+                     ) -> tuple[float, float]:
+    """(compile + first call seconds, seconds per shower) of ``torch.compile(fn)``."""
+    compiled = torch.compile(fn)
+    e = torch.full((batch,), 65536.0, dtype=torch.float64, device=device)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        compiled(e)
+    _sync(device)
+    first = time.perf_counter() - t0
+    return first, time_call(compiled, batch, device, min_time, warmup=False) / batch
+
+
+def caloman_table(fn: Sampler, device: torch.device, total: int, sizes: list[int],
+                  per_shower: float | None = None, budget: float = float("inf")) -> list[list]:
+    """The seed talk's CaloMan table: seconds for ``total`` showers (and for one batch); a
+    batch size whose projected time (``per_shower`` x ``total``) exceeds ``budget`` is
+    marked "-"."""
+    rows = []
+    for b in sizes:
+        if per_shower is not None and per_shower * (total + 2 * b) > budget:
+            rows.append([f"{b:,}", "-", "-", "-"])
+            continue
+        one = time_call(fn, b, device, 0.0, warmup=True)
+        t0 = time.perf_counter()
+        e = torch.full((b,), 65536.0, dtype=torch.float64, device=device)
+        with torch.inference_mode():
+            for _ in range(max(total // b, 1)):
+                fn(e)
+        _sync(device)
+        full = time.perf_counter() - t0
+        n = b * max(total // b, 1)
+        rows.append([f"{b:,}", f"{one:.4f}", f"{full:.3f}", f"{1e3 * full / n:.4f}"])
+        print(f"    caloman bs {b}: one batch {one:.4f} s, {n:,} showers {full:.3f} s",
+              flush=True)
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--rows", default=",".join(ROWS), help="comma list of " + ", ".join(ROWS))
+    ap.add_argument("--sizes", default="1,100,10000", help="batch sizes")
+    ap.add_argument("--min-time", type=float, default=1.0, help="seconds per measurement")
+    ap.add_argument("--budget", type=float, default=600.0,
+                    help="skip a measurement projected to take longer (seconds)")
+    ap.add_argument("--compile", default="caloinn,zuko-nsf",
+                    help="rows also measured under torch.compile ('' for none)")
+    ap.add_argument("--caloman-sizes", default="500,1000,5000,10000,50000")
+    ap.add_argument("--caloman-total", type=int, default=100_000)
+    ap.add_argument("--quick", action="store_true", help="sizes 1,100; no compile; no table")
+    ap.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
+    ap.add_argument("--section", default="sampling", help="BENCHMARKS.md section to write")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    sizes = [1, 100] if args.quick else [int(s) for s in args.sizes.split(",")]
+    compile_rows = [] if args.quick else [r for r in args.compile.split(",") if r]
+    print(machine(), flush=True)
+    load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+    results: dict[str, dict] = {}
+    notes: list[str] = []
+    samplers: dict[str, Sampler] = {}
+    caloman_md: list[str] = []
+    for key in [r for r in args.rows.split(",") if r]:
+        label, build = ROWS[key]
+        print(f"{label}:", flush=True)
+        try:
+            fn, info = build(device)
+        except ImportError as exc:
+            notes.append(f"{label}: skipped, module not available ({exc})")
+            print(f"  skipped: {exc}", flush=True)
+            continue
+        except Exception as exc:  # a model under construction elsewhere; keep the others
+            notes.append(f"{label}: skipped, failed to build ({type(exc).__name__}: {exc})")
+            print(f"  skipped: {type(exc).__name__}: {exc}", flush=True)
+            continue
+        samplers[key] = fn
+        timing = measure_row(fn, sizes, device, args.min_time, args.budget,
+                             ONLY_SIZES.get(key))
+        results[key] = {"label": label, "info": info, "t": timing}
+        if key == "caloman" and not args.quick:  # before any torch.compile run in this process
+            print("CaloMan seed timing table:", flush=True)
+            measured = [v for v in timing.values() if v is not None]
+            cm = caloman_table(fn, device, args.caloman_total,
+                               [int(s) for s in args.caloman_sizes.split(",")],
+                               min(measured) if measured else None, args.budget)
+            caloman_md = ["", f"CaloMan timing in the seed talk's form "
+                          f"({args.caloman_total:,} showers):", "",
+                          table(["batch size", "one batch (s)",
+                                 f"{args.caloman_total:,} showers (s)", "ms per shower"], cm)]
+        done = [b for b in sizes if timing.get(b) is not None and b > 1]
+        if key in compile_rows and done:
+            b = max(done)
+            try:
+                first, t = measure_compiled(fn, b, device, args.min_time)
+                results[key]["compiled"] = (b, first, t)
+                print(f"    torch.compile bs {b}: {1e3 * t:.4g} ms/shower (first call "
+                      f"{first:.0f} s)", flush=True)
+            except Exception as exc:  # compile support differs between platforms
+                notes.append(f"{label}: torch.compile failed ({type(exc).__name__})")
+
+    teacher = results.get("teacher", {}).get("t", {})
+    header = ["model", *[f"bs {b:,}" for b in sizes], "torch.compile (bs)",
+              "speed-up vs teacher (same bs)", "size"]
+    rows = []
+    for key, r in results.items():
+        comp = r.get("compiled")
+        comp_s = (f"{fmt_ms(comp[2])} (bs {comp[0]:,}; first call {comp[1]:.0f} s)"
+                  if comp else "-")
+        common = [b for b in sizes if r["t"].get(b) and teacher.get(b)]
+        speed = "-"
+        if common and key != "teacher":
+            b = max(common)
+            speed = f"{teacher[b] / r['t'][b]:,.0f}x (bs {b:,})"
+        rows.append([r["label"], *[fmt_ms(r["t"].get(b)) for b in sizes], comp_s, speed,
+                     r["info"]])
+
+    load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    md = [f"Sampling speed, ms per shower (dataset-1 photons); measured on {machine()} "
+          f"(device {device}); 1-min load average {load0:.1f} at the start, {load1:.1f} at "
+          f"the end (a load above the core count means the machine was shared).", "",
+          table(header, rows), "",
+          "Models are untrained, built at their `configs/` sizes (sampling cost does not depend "
+          "on the weights). End-to-end `model.sample` (flows + postprocessing), inference mode, "
+          "after a warm-up call. \"-\": not measured, because the projected time of one call "
+          f"(linear in the batch size) exceeded the {args.budget:.0f} s budget; the MAF teacher "
+          "(368 sequential passes per block) is timed at batch 1 and 100 only, so speed-ups "
+          "compare at the largest batch size both were measured at.", "",
+          "For comparison, **their** published figures (not measured here):", "",
+          table(["model", "ms per shower", "hardware"], [list(r) for r in REFERENCE])]
+    if caloman_md:
+        md += caloman_md
+    if notes:
+        md += ["", *[f"* {n}" for n in notes]]
+    text = "\n".join(md)
+    print(text)
+    if not args.no_write:
+        title = "Sampling speed" + ("" if args.section == "sampling" else f" ({args.rows})")
+        update_section(args.section, f"## {title}\n\n" + text)
+    return 0
+
+
+if __name__ == "__main__":
+    importlib.invalidate_caches()
+    sys.exit(main())
