@@ -1,0 +1,482 @@
+"""CaloFlow: a two-flow generator (layer energies, then normalised shower shapes).
+
+* **Flow I** learns ``p(E_1..E_L | E_inc)`` through CaloFlow's u-variables
+  (``u_0 = sum_i E_i / (2.42 E_inc)``, ``u_n = E_{n-1} / sum_{k>=n-1} E_k``) in logit space,
+  conditioned on ``log10(E_inc / 33.3 GeV)``. A small MAF (6 MADE-RQS blocks, 2 x 64 hidden).
+* **Flow II** learns ``p(shape | E_inc, E_1..E_L)`` of the layer-normalised, logit-transformed
+  voxels (``/1e5`` MeV, uniform dequantisation noise <= 1 keV), conditioned on
+  ``log10(E_inc / 33.3 GeV)`` and ``log10(E_i / 100 GeV + 1e-8) - 1``.
+  :class:`CaloFlow` uses a MAF (the v1 "teacher": exact likelihood training, sampling needs
+  one pass per voxel); :class:`CaloFlowStudent` an IAF with the teacher's permutations (the v2
+  "student": one-pass sampling), trained by probability density distillation from a frozen
+  teacher.
+
+Generation: E_i from flow I -> shape from flow II -> inverse logit -> each layer renormalised
+to its E_i -> clamp to [0, 1e6] MeV -> voxels below ``threshold_mev`` (0.01 MeV) set to 0.
+
+Recipe (YAML; every key has a default)::
+
+    model: caloflow
+    dataset: 1-photons
+    preprocessing: {logit_alpha: 1.0e-6, noise_mev: 1.0e-3, u_scale: 2.42,
+                    threshold_mev: 0.01, max_voxel_mev: 1.0e6}
+    flow1: {transforms: 6, hidden: [64, 64], bins: 8, bound: 14.0, dropout: 0.0, seed: 1}
+    flow2: {transforms: 8, hidden: [378], bins: 8, bound: 14.0, dropout: 0.05, seed: 2}
+    sampling: {batch_size: 1000}
+    training: {flow1: {<TrainConfig>}, flow2: {<TrainConfig>}}
+
+The student recipe has ``flow2: {hidden, dropout}``, ``distillation: {beta, fully_guided,
+kl_samples, state_weight, param_weight}`` and ``training: {student: {...}}``; the number of
+blocks, bins, bound, permutations, flow I and the preprocessing are copied from the teacher at
+``fit`` time (and stored in the student's config under ``teacher``).
+
+References:
+    C. Krause, D. Shih, "CaloFlow: Fast and Accurate Generation of Calorimeter Showers with
+    Normalizing Flows", arXiv:2106.05285.
+    C. Krause, D. Shih, "CaloFlow II: Even Faster and Still Accurate Generation of
+    Calorimeter Showers with Normalizing Flows", arXiv:2110.11377.
+    C. Krause, I. Pang, D. Shih, "CaloFlow for CaloChallenge Dataset 1", arXiv:2210.14245.
+    A. van den Oord et al., "Parallel WaveNet" (probability density distillation),
+    arXiv:1711.10433.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from caloforge import preprocessing as pp
+from caloforge.config import train_config
+from caloforge.data import ShowerSet
+from caloforge.errors import ConfigError, DataError, GeometryError
+from caloforge.flows.autoregressive import IAF, MAF, layer_permutations, random_permutations
+from caloforge.geometry import Geometry
+from caloforge.models.base import GeneratorModel
+from caloforge.training import fit as train_stage
+
+__all__ = ["CaloFlow", "CaloFlowStudent"]
+
+PREPROCESSING_DEFAULTS: dict[str, float] = {
+    "logit_alpha": pp.LOGIT_ALPHA,  # logit regulariser
+    "noise_mev": 1e-3,  # uniform dequantisation noise U[0, noise_mev] MeV per voxel
+    "u_scale": pp.U0_SCALE,  # u_0 = sum E_i / (u_scale E_inc)
+    "threshold_mev": 0.01,  # generated voxels below this are set to 0
+    "max_voxel_mev": 1e6,  # generated voxels are clamped to [0, max_voxel_mev]
+}
+FLOW1_DEFAULTS: dict[str, Any] = {"transforms": 6, "hidden": [64, 64], "bins": 8,
+                                  "bound": 14.0, "dropout": 0.0, "seed": 1}
+FLOW2_DEFAULTS: dict[str, Any] = {"transforms": 8, "hidden": [378], "bins": 8, "bound": 14.0,
+                                  "dropout": 0.05, "seed": 2}
+STUDENT_FLOW2_DEFAULTS: dict[str, Any] = {"hidden": [736], "dropout": 0.0}
+DISTILLATION_DEFAULTS: dict[str, Any] = {
+    "beta": 0.5,  # total loss (1 - beta) L_z + beta L_x
+    "fully_guided": False,  # also match intermediate states and spline parameters per block
+    "state_weight": 1.0,  # weight of the per-block state terms (fully guided)
+    "param_weight": 1.0,  # weight of the per-block spline-parameter terms (fully guided)
+    "kl_samples": 2000,  # conditions used for the reverse-KL validation score
+}
+SAMPLING_DEFAULTS: dict[str, Any] = {"batch_size": 1000}
+
+
+# --------------------------------------------------------------------------------------------
+# config checks
+
+
+def _section(config: dict[str, Any], name: str, defaults: dict[str, Any]) -> dict[str, Any]:
+    """``defaults`` updated with ``config[name]``; unknown keys and bad values -> ConfigError."""
+    source = config.get("_source", "config")
+    value = config.get(name) or {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}[{name}]: expected a mapping, found {type(value).__name__}")
+    for key in value:
+        if key not in defaults:
+            raise ConfigError(f"{source}[{name}.{key}]: expected one of "
+                              f"{', '.join(defaults)}, found unknown key {key!r}")
+    out = {**copy.deepcopy(defaults), **value}
+    for key, val in out.items():
+        where, ref = f"{source}[{name}.{key}]", defaults[key]
+        if key == "hidden":
+            ok = (isinstance(val, list | tuple) and len(val) > 0
+                  and all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in val))
+            if not ok:
+                raise ConfigError(f"{where}: expected a list of positive integers, found {val!r}")
+            out[key] = [int(h) for h in val]
+        elif isinstance(ref, bool):
+            if not isinstance(val, bool):
+                raise ConfigError(f"{where}: expected true or false, found {val!r}")
+        elif isinstance(ref, int):
+            if not isinstance(val, int) or isinstance(val, bool) or (key != "seed" and val < 1):
+                raise ConfigError(f"{where}: expected a positive integer, found {val!r}")
+        elif isinstance(ref, float):
+            if not isinstance(val, int | float) or isinstance(val, bool) or not math.isfinite(val):
+                raise ConfigError(f"{where}: expected a number, found {val!r}")
+            out[key] = float(val)
+            lo_ok = {"dropout": 0.0 <= val < 1.0, "beta": 0.0 <= val <= 1.0,
+                     "threshold_mev": val >= 0.0, "noise_mev": val >= 0.0,
+                     "logit_alpha": 0.0 < val < 0.5}.get(key, val > 0.0)
+            if not lo_ok:
+                raise ConfigError(f"{where}: expected a value in the allowed range, found {val!r}")
+    return out
+
+
+def _check_geometry(model: GeneratorModel, data: ShowerSet, what: str) -> None:
+    if data.geometry.n_voxels != model.geometry.n_voxels:
+        raise GeometryError(f"{what}[showers]: expected {model.geometry.n_voxels} voxels "
+                            f"(geometry {model.geometry.name}), found {data.geometry.n_voxels}")
+
+
+def _flow1(geometry: Geometry, cfg: dict[str, Any]) -> MAF:
+    L = geometry.n_layers
+    return MAF(L, 1, transforms=cfg["transforms"], bins=cfg["bins"], hidden=cfg["hidden"],
+               bound=cfg["bound"], dropout=cfg["dropout"],
+               permutations=random_permutations(L, cfg["transforms"], cfg["seed"]))
+
+
+def _flow2_permutations(geometry: Geometry, cfg: dict[str, Any]) -> list[Tensor]:
+    sizes = [layer.n_voxels for layer in geometry.layers]
+    return layer_permutations(sizes, cfg["transforms"], cfg["seed"])
+
+
+def _dtype_device(module: nn.Module) -> tuple[torch.dtype, torch.device]:
+    p = next(module.parameters())
+    return p.dtype, p.device
+
+
+# --------------------------------------------------------------------------------------------
+# shared pipeline
+
+
+class _CaloFlowBase(GeneratorModel):
+    """Preprocessing, flow I and the generation pipeline shared by teacher and student."""
+
+    flow1: MAF
+    flow2: nn.Module
+    prep: dict[str, float]
+
+    # -- preprocessing ------------------------------------------------------------------------
+    def _flow1_input(self, e_layer: Tensor, e_inc: Tensor) -> Tensor:
+        u = pp.u_from_layer_energies(e_layer, e_inc, scale=self.prep["u_scale"])
+        return pp.logit(u, self.prep["logit_alpha"])
+
+    def _flow2_context(self, e_inc: Tensor, e_layer: Tensor) -> Tensor:
+        return torch.cat([pp.energy_condition(e_inc)[:, None],
+                          pp.layer_energy_condition(e_layer)], 1)
+
+    def prepare(self, data: ShowerSet, seed: int = 0) -> dict[str, Tensor]:
+        """Flow inputs (float64) of a shower set.
+
+        Returns:
+            ``x1`` (N, L) logit u-variables, ``c1`` (N, 1) ``log10(E_inc/33.3 GeV)``,
+            ``x2`` (N, V) logit layer-normalised voxels, ``c2`` (N, 1+L) flow-II context,
+            ``e_inc`` (N,) MeV.
+        """
+        gen = torch.Generator().manual_seed(seed)
+        e_inc = torch.as_tensor(np.asarray(data.e_inc, dtype=np.float64))
+        showers = torch.as_tensor(np.asarray(data.showers, dtype=np.float64))
+        if self.prep["noise_mev"] > 0:
+            showers = pp.dequantize(showers, self.prep["noise_mev"], generator=gen)
+        shapes, e_layer = pp.normalise_layers(showers, self.geometry)
+        del showers
+        return {"x1": self._flow1_input(e_layer, e_inc),
+                "c1": pp.energy_condition(e_inc)[:, None],
+                "x2": pp.logit(shapes, self.prep["logit_alpha"]),
+                "c2": self._flow2_context(e_inc, e_layer),
+                "e_inc": e_inc}
+
+    # -- generation ---------------------------------------------------------------------------
+    def sample_layer_energies(self, e_inc: Tensor) -> Tensor:
+        """Layer energies (N, L) in MeV from flow I for incident energies (N,) in MeV."""
+        dtype, device = _dtype_device(self.flow1)
+        e = torch.as_tensor(e_inc).reshape(-1).to(device=device, dtype=dtype)
+        y = self.flow1.sample(pp.energy_condition(e)[:, None])
+        u = pp.inverse_logit(y, self.prep["logit_alpha"])
+        return pp.layer_energies_from_u(u, e, scale=self.prep["u_scale"])
+
+    def sample_showers(self, e_inc: Tensor, e_layer: Tensor) -> Tensor:
+        """Voxel energies (N, V) in MeV from flow II given E_inc (N,) and E_layer (N, L), MeV:
+        renormalised to ``e_layer`` per layer, clamped and thresholded."""
+        dtype, device = _dtype_device(self.flow2)
+        e = torch.as_tensor(e_inc).reshape(-1).to(device=device, dtype=dtype)
+        e_layer = torch.as_tensor(e_layer).to(device=device, dtype=dtype)
+        y = self.flow2.sample(self._flow2_context(e, e_layer))
+        shapes = pp.inverse_logit(y, self.prep["logit_alpha"])
+        showers = pp.denormalise_layers(shapes, e_layer, self.geometry)
+        showers = showers.clamp(0.0, self.prep["max_voxel_mev"])
+        return pp.threshold(showers, self.prep["threshold_mev"])
+
+    def generate(self, e_inc: Tensor) -> tuple[Tensor, Tensor]:
+        """``(showers (N, V), layer energies from flow I (N, L))`` in MeV, in batches."""
+        e_inc = torch.as_tensor(e_inc)
+        e = e_inc.reshape(-1)
+        if not torch.isfinite(e).all() or (e <= 0).any():
+            raise DataError("e_inc: expected finite positive incident energies in MeV, found "
+                              f"values in [{e.min().item():.4g}, {e.max().item():.4g}]")
+        bs = self.sampling_cfg["batch_size"]
+        out, layers = [], []
+        with torch.inference_mode():
+            for chunk in e.split(bs):
+                e_layer = self.sample_layer_energies(chunk)
+                out.append(self.sample_showers(chunk, e_layer))
+                layers.append(e_layer)
+        if not out:
+            dtype = _dtype_device(self.flow2)[0]
+            return (torch.zeros(0, self.geometry.n_voxels, dtype=dtype),
+                    torch.zeros(0, self.geometry.n_layers, dtype=dtype))
+        return torch.cat(out).to(e_inc.device), torch.cat(layers).to(e_inc.device)
+
+    def sample(self, e_inc: Tensor) -> Tensor:
+        """Showers (N, V) in MeV for incident energies ``e_inc`` (N,) in MeV."""
+        self.eval()
+        return self.generate(e_inc)[0]
+
+    # -- helpers ------------------------------------------------------------------------------
+    @staticmethod
+    def _stage_tensors(data: dict[str, Tensor], keys: tuple[str, ...], dtype: torch.dtype
+                       ) -> tuple[Tensor, ...]:
+        return tuple(data[k].to(dtype) for k in keys)
+
+
+def _nll(flow: nn.Module, batch: tuple[Tensor, ...]) -> Tensor:
+    x, c = batch
+    return -flow.log_prob(x, c).mean()
+
+
+# --------------------------------------------------------------------------------------------
+# teacher
+
+
+class CaloFlow(_CaloFlowBase):
+    """CaloFlow v1 ("teacher"): MAF flow I + MAF flow II.
+
+    Args:
+        geometry: Calorimeter geometry (dataset 1 photons/pions, CaloGAN, ...).
+        config: The recipe (see the module docstring).
+    """
+
+    name = "caloflow"
+
+    def __init__(self, geometry: Geometry, config: dict[str, Any]) -> None:
+        super().__init__(geometry, config)
+        self.prep = _section(config, "preprocessing", PREPROCESSING_DEFAULTS)
+        f1 = _section(config, "flow1", FLOW1_DEFAULTS)
+        f2 = _section(config, "flow2", FLOW2_DEFAULTS)
+        self.sampling_cfg = _section(config, "sampling", SAMPLING_DEFAULTS)
+        self.flow1 = _flow1(geometry, f1)
+        self.flow2 = MAF(geometry.n_voxels, 1 + geometry.n_layers, transforms=f2["transforms"],
+                         bins=f2["bins"], hidden=f2["hidden"], bound=f2["bound"],
+                         dropout=f2["dropout"], permutations=_flow2_permutations(geometry, f2))
+
+    def fit(self, train: ShowerSet, val: ShowerSet | None,
+            run_dir: str | os.PathLike | None = None, *, resume: bool = False,
+            epochs: int | None = None, progress: bool = True,
+            **options: Any) -> dict[str, list[float]]:
+        """Train flow I (stage ``flow1``, files ``flow1_*``) then flow II (``flow2``) by
+        maximum likelihood; ``resume`` continues an interrupted run in ``run_dir``."""
+        options = {k: v for k, v in options.items() if v is not None}
+        if options:
+            raise ConfigError(f"caloflow.fit: expected no options, found {', '.join(options)}")
+        _check_geometry(self, train, "train")
+        if val is not None:
+            _check_geometry(self, val, "val")
+        history: dict[str, list[float]] = {}
+        cfg1 = train_config(self.config, "flow1", epochs, progress)
+        cfg2 = train_config(self.config, "flow2", epochs, progress)
+        tr = self.prepare(train, seed=cfg1.seed)
+        va = self.prepare(val, seed=cfg1.seed + 1) if val is not None else None
+        for name, flow, cfg, keys in (("flow1", self.flow1, cfg1, ("x1", "c1")),
+                                      ("flow2", self.flow2, cfg2, ("x2", "c2"))):
+            h = train_stage(flow, _nll, self._stage_tensors(tr, keys, cfg.torch_dtype),
+                            self._stage_tensors(va, keys, cfg.torch_dtype) if va else None,
+                            cfg, run_dir, tag=f"{name}_", resume=resume, desc=name)
+            history.update({f"{name}_{k}": v for k, v in h.items()})
+        self.eval()
+        return history
+
+    def log_prob(self, showers: Tensor, e_inc: Tensor) -> Tensor:
+        """``log p`` (N,) of showers (N, V) MeV given E_inc (N,) MeV in the flows' space
+        (logit u-variables + logit shapes; no dequantisation noise): flow I + flow II."""
+        dtype, device = _dtype_device(self.flow2)
+        showers = torch.as_tensor(showers).to(device=device, dtype=torch.float64)
+        e = torch.as_tensor(e_inc).reshape(-1).to(device=device, dtype=torch.float64)
+        shapes, e_layer = pp.normalise_layers(showers, self.geometry)
+        d1 = _dtype_device(self.flow1)[0]
+        lp1 = self.flow1.log_prob(self._flow1_input(e_layer, e).to(d1),
+                                  pp.energy_condition(e)[:, None].to(d1))
+        lp2 = self.flow2.log_prob(pp.logit(shapes, self.prep["logit_alpha"]).to(dtype),
+                                  self._flow2_context(e, e_layer).to(dtype))
+        return lp1.to(lp2.dtype) + lp2
+
+
+# --------------------------------------------------------------------------------------------
+# student
+
+
+class CaloFlowStudent(_CaloFlowBase):
+    """CaloFlow v2 ("student"): the teacher's flow I + an IAF flow II distilled from the
+    teacher's MAF (one-pass sampling).
+
+    ``fit(train, val, run_dir, teacher=<CaloFlow>)`` needs the trained teacher.
+    """
+
+    name = "caloflow-student"
+
+    def __init__(self, geometry: Geometry, config: dict[str, Any]) -> None:
+        super().__init__(geometry, config)
+        self.student_cfg = _section(config, "flow2", STUDENT_FLOW2_DEFAULTS)
+        self.distill_cfg = _section(config, "distillation", DISTILLATION_DEFAULTS)
+        self.sampling_cfg = _section(config, "sampling", SAMPLING_DEFAULTS)
+        teacher = config.get("teacher") or {}
+        self._build(teacher.get("preprocessing", {}), teacher.get("flow1", {}),
+                    teacher.get("flow2", {}))
+
+    def _build(self, prep: dict[str, Any], flow1: dict[str, Any], flow2: dict[str, Any]) -> None:
+        """(Re)build flow I and the IAF from the teacher's settings."""
+        self.prep = _section({"p": prep}, "p", PREPROCESSING_DEFAULTS)
+        f1 = _section({"f": flow1}, "f", FLOW1_DEFAULTS)
+        f2 = _section({"f": flow2}, "f", FLOW2_DEFAULTS)
+        self.flow1 = _flow1(self.geometry, f1)
+        self.flow2 = IAF(self.geometry.n_voxels, 1 + self.geometry.n_layers,
+                         transforms=f2["transforms"], bins=f2["bins"],
+                         hidden=self.student_cfg["hidden"], bound=f2["bound"],
+                         dropout=self.student_cfg["dropout"],
+                         permutations=_flow2_permutations(self.geometry, f2))
+
+    def adopt_teacher(self, teacher: CaloFlow) -> None:
+        """Copy the teacher's preprocessing, flow I (weights) and flow-II permutations."""
+        if not isinstance(teacher, CaloFlow):
+            raise ConfigError(f"teacher: expected a trained 'caloflow' model, found "
+                              f"{getattr(teacher, 'name', type(teacher).__name__)!r}")
+        if teacher.geometry.n_voxels != self.geometry.n_voxels:
+            raise GeometryError(f"teacher[geometry]: expected {self.geometry.n_voxels} voxels "
+                                f"({self.geometry.name}), found {teacher.geometry.n_voxels} "
+                                f"({teacher.geometry.name})")
+        t_cfg = {"preprocessing": dict(teacher.prep),
+                 "flow1": _section(teacher.config, "flow1", FLOW1_DEFAULTS),
+                 "flow2": {k: v for k, v in _section(teacher.config, "flow2",
+                                                     FLOW2_DEFAULTS).items()
+                           if k in ("transforms", "bins", "bound", "seed")}}
+        self.config["teacher"] = t_cfg
+        self._build(t_cfg["preprocessing"], t_cfg["flow1"], t_cfg["flow2"])
+        self.flow1.load_state_dict(teacher.flow1.state_dict())
+        self.flow2.load_permutations(teacher.flow2.permutations)
+        dtype, device = _dtype_device(teacher.flow2)
+        self.to(device=device, dtype=dtype)
+
+    # -- distillation ---------------------------------------------------------------------------
+    def distillation_loss(self, student: IAF, teacher: MAF, x: Tensor, c: Tensor,
+                          c_z: Tensor) -> dict[str, Tensor]:
+        """CaloFlow v2 loss terms for one batch.
+
+        Args:
+            student: The IAF being trained (noise -> data in one pass).
+            teacher: The frozen MAF.
+            x: Real flow-II inputs (N, V) (logit shapes); ``c`` their context (N, 1+L).
+            c_z: Contexts (N, 1+L) for the z-side (from flow-I samples).
+
+        Returns:
+            ``loss`` = (1-beta) L_z + beta L_x, and the parts ``l_x``, ``l_z`` (each a batch
+            mean of a sum over dimensions of squared errors), with the fully guided per-block
+            state and spline-parameter terms included when enabled.
+        """
+        dc = self.distill_cfg
+        guided = dc["fully_guided"]
+
+        def sq(a: Tensor, b: Tensor) -> Tensor:
+            return (a - b).square().flatten(1).sum(-1).mean()
+
+        # x-side: real x -> teacher z_T -> student x_hat
+        with torch.no_grad():
+            t_x = teacher.forward_trace(x, c)
+        s_x = student.inverse_trace(t_x.out, c)
+        l_x = sq(s_x.out, x)
+        # z-side: z -> student x_S -> teacher z_hat
+        z = torch.randn_like(x)
+        s_z = student.inverse_trace(z, c_z)
+        t_z = teacher.forward_trace(s_z.out, c_z)
+        l_z = sq(t_z.out, z)
+        if guided:
+            n = teacher.transforms
+            for k in range(1, n):  # inner states (k = 0 is x / x_S, k = n is z_T / z)
+                l_x = l_x + dc["state_weight"] * sq(s_x.states[k], t_x.states[k])
+                l_z = l_z + dc["state_weight"] * sq(s_z.states[k], t_z.states[k])
+            for k in reversed(range(n)):  # MADE outputs, matched in reverse order
+                l_x = l_x + dc["param_weight"] * sq(s_x.raws[k], t_x.raws[k])
+                l_z = l_z + dc["param_weight"] * sq(s_z.raws[k], t_z.raws[k])
+        beta = dc["beta"]
+        return {"loss": (1 - beta) * l_z + beta * l_x, "l_x": l_x, "l_z": l_z}
+
+    @torch.no_grad()
+    def reverse_kl(self, teacher: MAF, c: Tensor, z: Tensor) -> float:
+        """``mean[log q_student(x_S) - log p_teacher(x_S)]`` (nats) for x_S from noise z
+        (N, V) at contexts c: the checkpoint-selection score (no gradient)."""
+        was = self.flow2.training
+        self.flow2.eval()
+        x_s, log_q = self.flow2.sample_and_log_prob(c, z)
+        log_p = teacher.log_prob(x_s, c)
+        self.flow2.train(was)
+        return float((log_q - log_p).mean())
+
+    def fit(self, train: ShowerSet, val: ShowerSet | None,
+            run_dir: str | os.PathLike | None = None, *, resume: bool = False,
+            epochs: int | None = None, progress: bool = True,
+            teacher: CaloFlow | None = None, **options: Any) -> dict[str, list[float]]:
+        """Distil flow II from ``teacher`` (stage ``student``, files ``student_*``); the
+        validation score is the reverse KL, so the kept weights are those of the lowest KL.
+
+        The teacher is frozen, switched to eval mode and moved to the stage's device/dtype.
+        """
+        options = {k: v for k, v in options.items() if v is not None}
+        if options:
+            raise ConfigError(f"caloflow-student.fit: expected only teacher=, found "
+                              f"{', '.join(options)}")
+        if teacher is None:
+            raise ConfigError("teacher: expected a trained 'caloflow' teacher model "
+                              "(caloforge train --teacher PATH), found none")
+        _check_geometry(self, train, "train")
+        if val is not None:
+            _check_geometry(self, val, "val")
+        if not isinstance(teacher, CaloFlow):
+            raise ConfigError(f"teacher: expected a trained 'caloflow' model, found "
+                              f"{getattr(teacher, 'name', type(teacher).__name__)!r}")
+        cfg = train_config(self.config, "student", epochs, progress)
+        dtype, device = cfg.torch_dtype, cfg.torch_device()
+        teacher.eval()
+        teacher.to(device=device, dtype=dtype)
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        self.adopt_teacher(teacher)
+        self.to(device=device, dtype=dtype)
+        self.flow1.eval()
+        for p in self.flow1.parameters():
+            p.requires_grad_(False)
+        t_flow = teacher.flow2
+
+        tr = self.prepare(train, seed=cfg.seed)
+        train_t = self._stage_tensors(tr, ("x2", "c2", "e_inc"), dtype)
+        del tr
+        ref = self.prepare(val, seed=cfg.seed + 1) if val is not None else None
+        val_t = self._stage_tensors(ref, ("x2", "c2", "e_inc"), dtype) if ref else None
+        kl_c = (val_t if val_t is not None else train_t)[1][:self.distill_cfg["kl_samples"]]
+        gen = torch.Generator().manual_seed(cfg.seed + 2)
+        kl_z = torch.randn(len(kl_c), self.geometry.n_voxels, generator=gen, dtype=dtype)
+        kl_c, kl_z = kl_c.to(device), kl_z.to(device)
+
+        def loss_fn(student: nn.Module, batch: tuple[Tensor, ...]) -> Tensor:
+            x, c, e_inc = batch
+            with torch.no_grad():  # z-side contexts from flow-I samples at the same energies
+                c_z = self._flow2_context(e_inc, self.sample_layer_energies(e_inc).to(dtype))
+            return self.distillation_loss(student, t_flow, x, c, c_z)["loss"]
+
+        def score(student: nn.Module) -> float:
+            return self.reverse_kl(t_flow, kl_c, kl_z)
+
+        h = train_stage(self.flow2, loss_fn, train_t, val_t, cfg, run_dir, tag="student_",
+                        val_score=score, resume=resume, desc="student")
+        self.eval()
+        return {f"student_{k}": v for k, v in h.items()}
