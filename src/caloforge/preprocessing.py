@@ -76,14 +76,18 @@ def layer_energies_from_u(u: Tensor, e_inc: Tensor, scale: float = U0_SCALE) -> 
     """Inverse of :func:`u_from_layer_energies`: layer energies (N, L) in MeV.
 
     ``u_{1..L-1}`` are clamped to [0, 1] and ``u_0`` to >= 0, so any flow output gives
-    non-negative energies. Vectorised over layers (a cumulative product, no Python loop).
+    non-negative energies. The cumulative product over layers is a loop over the (at most
+    45) layer columns rather than ``torch.cumprod``, which has no ONNX export.
     """
     u = torch.as_tensor(u)
     e_inc = torch.as_tensor(e_inc, dtype=u.dtype, device=u.device).reshape(-1)
     e_tot = u[:, 0].clamp_min(0.0) * scale * e_inc
     frac = u[:, 1:].clamp(0.0, 1.0)  # fraction of the remaining energy taken by layer n
     ones = torch.ones_like(frac[:, :1])
-    remaining = torch.cumprod(torch.cat([ones, 1.0 - frac], 1), 1)  # (N, L)
+    cols = [ones]  # remaining[:, n] = prod_{k<n} (1 - frac_k)
+    for n in range(frac.shape[1]):
+        cols.append(cols[-1] * (1.0 - frac[:, n:n + 1]))
+    remaining = torch.cat(cols, 1)  # (N, L)
     share = torch.cat([frac, ones], 1) * remaining
     return share * e_tot[:, None]
 

@@ -74,7 +74,8 @@ class RQSCoupling(nn.Module):
 
     def _spline(self, x_a: Tensor, h: Tensor | None) -> MonotonicRQSTransform:
         inp = x_a if h is None else torch.cat([x_a, h], -1)
-        p = self.net(inp).reshape(len(x_a), self.n_b, 3 * self.bins - 1)
+        # unflatten, not reshape(len(x), ...): the batch size stays symbolic in ONNX traces
+        p = self.net(inp).unflatten(-1, (self.n_b, 3 * self.bins - 1))
         k = self.bins
         return MonotonicRQSTransform(p[..., :k], p[..., k:2 * k], p[..., 2 * k:],
                                      bound=self.bound, slope=self.slope)

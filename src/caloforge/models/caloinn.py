@@ -150,6 +150,16 @@ class CaloINN(GeneratorModel):
 
         return fit(self, loss_fn, (x, c), val_t, cfg, run_dir, resume=resume, desc="caloinn")
 
+    @property
+    def noise_dim(self) -> int:
+        """Size of the Gaussian noise vector one shower is generated from."""
+        return self.n_features
+
+    def from_noise(self, z: Tensor, e_inc: Tensor) -> Tensor:
+        """Deterministic sampler: noise ``z`` (N, noise_dim) and ``e_inc`` (N,) MeV -> showers
+        (N, V) MeV. This is the graph :func:`caloforge.export.export_onnx` exports."""
+        return self.postprocess(self.flow.inverse(z, self.condition(e_inc)), e_inc)
+
     @torch.inference_mode()
     def sample(self, e_inc: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Showers (N, V) in MeV for ``e_inc`` (N,) in MeV, on the model's device."""
@@ -157,8 +167,7 @@ class CaloINN(GeneratorModel):
         e_inc = torch.as_tensor(e_inc, dtype=ref.dtype).reshape(-1).to(ref.device)
         z = torch.randn(len(e_inc), self.n_features, generator=generator, dtype=ref.dtype,
                         device="cpu" if generator is None else generator.device).to(ref.device)
-        x = self.flow.inverse(z, self.condition(e_inc))
-        return self.postprocess(x, e_inc)
+        return self.from_noise(z, e_inc)
 
     @torch.inference_mode()
     def log_prob(self, showers: Tensor, e_inc: Tensor) -> Tensor:
