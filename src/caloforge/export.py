@@ -1,7 +1,8 @@
 """ONNX export of samplers: ``(noise, e_inc) -> showers``, postprocessing inside the graph.
 
 A model is exportable when it has a deterministic ``from_noise(z, e_inc)`` and a
-``noise_dim`` (CaloINN, CaloMan). Random numbers stay outside the graph (ONNX random ops and
+``noise_dim`` (today CaloINN; CaloMan's zero-inflated decoder draws per-voxel noise too, so it
+is not exported yet). Random numbers stay outside the graph (ONNX random ops and
 ``torch.distributions`` sampling export poorly, pytorch#111034): the caller feeds standard
 normal noise of shape (N, noise_dim) and incident energies (N,) in MeV and gets voxel energies
 (N, n_voxels) in MeV, all float32. The batch axis is dynamic, so one file serves batch 1
@@ -55,8 +56,8 @@ def export_onnx(model: GeneratorModel, path: str | os.PathLike, *, opset: int = 
             inverse would unroll hundreds of sequential passes).
     """
     if not exportable(model):
-        raise ConfigError(f"--checkpoint: expected a model with a one-pass sampler (caloinn, "
-                          f"caloman), found {model.name!r}")
+        raise ConfigError(f"--checkpoint: expected a model with a one-pass sampler "
+                          f"(caloinn), found {model.name!r}")
     sampler = _Sampler(model).eval().to(device="cpu", dtype=torch.float32)
     noise = torch.randn(batch, model.noise_dim)
     e_inc = torch.full((batch,), 65536.0)

@@ -1,0 +1,465 @@
+"""CaloMan: density estimation on learned manifolds (and VAE+INN as a configuration of it).
+
+A two-step generator (Loaiza-Ganem et al.; Cresswell et al., CaloMan):
+
+1. a *generalized autoencoder* (AE or VAE, MLP encoder/decoder, conditioned on E_inc and, in
+   the CaloFlow-style schemes, on the layer energies) learns the shower manifold;
+2. a conditional RQS *coupling flow* (4 blocks, 8 bins, residual hyper-networks) learns the
+   density of the standardised latents.
+
+In the CaloFlow-style schemes a step-0 flow ("energy flow", coupling or autoregressive RQS)
+learns the layer energies p(E_1..E_L | E_inc) through CaloFlow's u-variables; at generation
+the decoder output is renormalised layer by layer to the sampled layer energies.
+
+Preprocessing schemes (``preprocessing:``):
+
+* ``caloscore``: x = E_vox / (3.1 E_inc) (CaloScore, arXiv:2106.05285 style), no energy flow;
+* ``caloflow``: x = logit(E_vox / E_layer) (alpha = 1e-6) + energy flow (seed setup (b));
+* ``caloflow-nolog``: x = E_vox / E_layer + energy flow (seed setup (c), pions).
+
+The latent size is ``latent_dim`` or ``auto`` (Levina–Bickel estimate on the training set, see
+:mod:`caloforge.intrinsic_dim`).
+
+**The fidelity fix** (``decoder_noise:``; see :mod:`caloforge.models.autoencoder` and
+BENCHMARKS.md, section ``caloman_fidelity``): the original CaloMan decodes the latent with a
+deterministic decoder, i.e. generates the *mean* shower of a latent neighbourhood. Those
+showers have no empty voxels and no voxel-level fluctuations, so a classifier separates them
+from Geant4 almost perfectly (challenge AUC 0.9997, recall 0.01). With
+``decoder_noise: zero-inflated`` the decoder predicts for every voxel the probability of being
+hit and a log-normal energy fraction, and generation *samples* both before renormalising to
+the energy-flow layer energies.
+
+Sampling is one batched pass (energy flow -> latent flow -> decoder -> postprocessing, all in
+torch under ``inference_mode``), no per-shower Python loop.
+
+References:
+    J. Cresswell, B. Ross, G. Loaiza-Ganem, H. Reyes-Gonzalez, M. Letizia, A. Caterini,
+    "CaloMan: Fast generation of calorimeter showers with density estimation on learned
+    manifolds", arXiv:2211.15380.
+    G. Loaiza-Ganem et al., "Diagnosing and fixing manifold overfitting in deep generative
+    models", arXiv:2204.07172.
+    C. Krause, D. Shih, "CaloFlow", arXiv:2106.05285 (u-variables, layer normalisation).
+    F. Ernst et al., "Normalizing flows for high-dimensional detector simulations" (VAE+INN),
+    arXiv:2312.09290.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from caloforge import preprocessing as pp
+from caloforge.data import ShowerSet
+from caloforge.errors import ConfigError
+from caloforge.geometry import Geometry
+from caloforge.models.autoencoder import AE_KINDS, NOISE_MODELS, ConditionalAutoencoder
+from caloforge.models.base import GeneratorModel
+from caloforge.training import TrainConfig
+from caloforge.training import fit as train_stage
+
+SCHEMES = ("caloscore", "caloflow", "caloflow-nolog")
+#: Stage names (keys of the config's ``training:`` mapping), in training order.
+STAGES = ("energy_flow", "autoencoder", "latent_flow")
+#: CaloScore scale factor f.
+CALOSCORE_F = 3.1
+#: Uniform noise (MeV) added to layer energies before the u-variables (removes the point
+#: mass of empty layers at u = 0, like CaloFlow's voxel noise).
+LAYER_NOISE_MEV = 1e-3
+
+DEFAULTS: dict[str, Any] = {
+    "preprocessing": "caloflow",
+    "autoencoder": "vae",
+    "latent_dim": 20,
+    "hidden": [512, 512, 512],
+    "beta": 1.0,
+    "decoder_noise": "none",
+    "condition_on_layers": True,
+    "latent_encoding": "mean",
+    "latent_noise": 0.0,
+    "threshold_mev": 0.01,
+    "latent_flow": {"transforms": 4, "bins": 8, "hidden": [256, 256, 256], "residual": True,
+                    "bound": 5.0},
+    "energy_flow": {"type": "coupling", "transforms": 4, "bins": 8, "hidden": [128, 128, 128],
+                    "residual": True, "bound": 5.0},
+    "intrinsic_dim": {"n": 5000, "k": [5, 20]},
+    "sample_batch": 50_000,
+}
+
+
+def _merged(config: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in defaults.items()}
+    for k, v in config.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "training":
+            out[k] = {**out[k], **v}
+        else:
+            out[k] = v
+    return out
+
+
+class _ZukoAutoregressive(nn.Module):
+    """Autoregressive RQS flow (MAF) from zuko with the caloforge flow interface
+    (``log_prob(x, c)``, ``sample(c)``); used for the pion energy flow (few dimensions, so
+    the sequential inverse is cheap)."""
+
+    def __init__(self, features: int, context: int, transforms: int, bins: int,
+                 hidden: list[int]) -> None:
+        super().__init__()
+        import zuko
+
+        self.features = features
+        self.flow = zuko.flows.NSF(features, context, transforms=transforms, bins=bins,
+                                   hidden_features=tuple(hidden))
+
+    def log_prob(self, x: Tensor, c: Tensor) -> Tensor:
+        return self.flow(c).log_prob(x)
+
+    def sample(self, c: Tensor) -> Tensor:
+        return self.flow(c).sample()
+
+
+def _build_flow(features: int, context: int, cfg: dict[str, Any], seed: int) -> nn.Module:
+    kind = cfg.get("type", "coupling")
+    hidden = [int(h) for h in cfg.get("hidden", [256, 256])]
+    if kind == "autoregressive":
+        return _ZukoAutoregressive(features, context, int(cfg.get("transforms", 8)),
+                                   int(cfg.get("bins", 8)), hidden)
+    if kind != "coupling":
+        raise ConfigError(f"config[flow.type]: expected 'coupling' or 'autoregressive', found "
+                          f"{kind!r}")
+    from caloforge.flows.coupling import CouplingRQSFlow
+
+    residual = bool(cfg.get("residual", False)) and len(set(hidden)) == 1
+    return CouplingRQSFlow(features, context, transforms=int(cfg.get("transforms", 4)),
+                           bins=int(cfg.get("bins", 8)), hidden=tuple(hidden),
+                           residual=residual, bound=float(cfg.get("bound", 5.0)), seed=seed)
+
+
+class CaloMan(GeneratorModel):
+    """CaloMan two-step generator (see the module docstring for the configuration keys).
+
+    Args:
+        geometry: The calorimeter geometry.
+        config: The recipe: ``preprocessing``, ``autoencoder`` (ae|vae), ``latent_dim`` (int or
+            ``auto``), ``hidden``, ``beta``, ``decoder_noise`` (none|gaussian|zero-inflated),
+            ``condition_on_layers``, ``latent_encoding`` (mean|sample), ``latent_noise``
+            (std of Gaussian noise added to standardised latents when the flow is fitted),
+            ``threshold_mev``, ``latent_flow``/``energy_flow`` (flow settings), ``training``
+            ({stage: TrainConfig fields}).
+    """
+
+    name = "caloman"
+    defaults: dict[str, Any] = DEFAULTS
+
+    def __init__(self, geometry: Geometry, config: dict[str, Any]) -> None:
+        super().__init__(geometry, config)
+        allowed = set(self.defaults) | {"model", "dataset", "training", "description"}
+        for k in self.config:
+            if k not in allowed and not str(k).startswith("_"):
+                raise ConfigError(f"config[{k}]: expected one of {', '.join(sorted(allowed))}, "
+                                  f"found unknown key {k!r}")
+        cfg = _merged(self.config, self.defaults)
+        self.cfg = cfg
+        self.scheme = cfg["preprocessing"]
+        if self.scheme not in SCHEMES:
+            raise ConfigError(f"config[preprocessing]: expected one of {', '.join(SCHEMES)}, "
+                              f"found {self.scheme!r}")
+        if cfg["autoencoder"] not in AE_KINDS:
+            raise ConfigError(f"config[autoencoder]: expected 'ae' or 'vae', found "
+                              f"{cfg['autoencoder']!r}")
+        if cfg["decoder_noise"] not in NOISE_MODELS:
+            raise ConfigError(f"config[decoder_noise]: expected one of {', '.join(NOISE_MODELS)}"
+                              f", found {cfg['decoder_noise']!r}")
+        if cfg["latent_encoding"] not in ("mean", "sample"):
+            raise ConfigError(f"config[latent_encoding]: expected 'mean' or 'sample', found "
+                              f"{cfg['latent_encoding']!r}")
+        self.n_layers = geometry.n_layers
+        self.n_voxels = geometry.n_voxels
+        self.uses_energy_flow = self.scheme != "caloscore"
+        self.n_cond = 1 + (self.n_layers if self.uses_energy_flow and
+                           cfg["condition_on_layers"] else 0)
+        self.register_buffer("layer_mat", pp.layer_matrix(geometry), persistent=False)
+        self.cond_norm = pp.Standardizer(self.n_cond)
+        self.x_norm = pp.Standardizer(self.n_voxels)
+        if self.uses_energy_flow:
+            if self.n_layers < 2:
+                raise ConfigError(f"config[preprocessing]: {self.scheme!r} needs >= 2 layers, "
+                                  f"found {self.n_layers}")
+            self.u_norm = pp.Standardizer(self.n_layers)
+            self.energy_flow = _build_flow(self.n_layers, 1, cfg["energy_flow"], seed=1)
+        self._build_latent(cfg["latent_dim"])
+
+    # -- construction ---------------------------------------------------------------------------
+    def _build_latent(self, latent: Any) -> None:
+        """(Re)build the autoencoder and the latent flow for latent size ``latent``."""
+        cfg = self.cfg
+        if latent == "auto":  # placeholder until fit() estimates it
+            latent = 2
+        if not isinstance(latent, int) or latent < 2:
+            raise ConfigError(f"config[latent_dim]: expected an integer >= 2 or 'auto', found "
+                              f"{latent!r}")
+        self.latent_dim = latent
+        self.autoencoder = ConditionalAutoencoder(
+            self.n_voxels, self.n_cond, latent, [int(h) for h in cfg["hidden"]],
+            kind=cfg["autoencoder"], noise=cfg["decoder_noise"], beta=float(cfg["beta"]))
+        self.z_norm = pp.Standardizer(latent)
+        self.latent_flow = _build_flow(latent, self.n_cond, cfg["latent_flow"], seed=2)
+
+    # -- preprocessing --------------------------------------------------------------------------
+    def _layer_e(self, showers: Tensor) -> Tensor:
+        return showers @ self.layer_mat.to(showers.dtype)
+
+    def _condition(self, e_inc: Tensor, e_layer: Tensor | None) -> Tensor:
+        """Raw condition features: log10(E_inc/33.3 GeV) [, log10((E_l + 1 keV)/100 GeV)]."""
+        parts = [pp.energy_condition(e_inc).reshape(-1, 1)]
+        if self.n_cond > 1:
+            parts.append(torch.log10((e_layer + 1e-3) / 1e5))
+        return torch.cat(parts, dim=1)
+
+    def _fractions(self, showers: Tensor, e_inc: Tensor, e_layer: Tensor) -> Tensor:
+        """Non-negative per-voxel fractions: E/E_layer (CaloFlow schemes) or E/(3.1 E_inc)."""
+        if self.uses_energy_flow:
+            m = self.layer_mat.to(showers.dtype)
+            return showers / (e_layer @ m.T + 1e-16)
+        return showers / (CALOSCORE_F * e_inc.reshape(-1, 1))
+
+    def _to_x(self, frac: Tensor) -> Tensor:
+        """Encoder-input space (before standardisation) from fractions."""
+        return pp.logit(frac.clamp(0.0, 1.0)) if self.scheme == "caloflow" else frac
+
+    def _from_x(self, x: Tensor) -> Tensor:
+        return pp.inverse_logit(x) if self.scheme == "caloflow" else x
+
+    def _u(self, e_layer: Tensor, e_inc: Tensor) -> Tensor:
+        """Logit u-variables of the layer energies (CaloFlow flow I inputs)."""
+        return pp.logit(pp.u_from_layer_energies(e_layer, e_inc))
+
+    def _prepare(self, data: ShowerSet, gen: torch.Generator | None = None
+                 ) -> dict[str, Tensor]:
+        """Tensors of the three stages for a shower set (float64 until stored)."""
+        showers = torch.as_tensor(np.asarray(data.showers, dtype=np.float64))
+        e_inc = torch.as_tensor(np.asarray(data.e_inc, dtype=np.float64))
+        e_layer = self._layer_e(showers)
+        frac = self._fractions(showers, e_inc, e_layer)
+        out = {"x": self._to_x(frac), "frac": frac, "c": self._condition(e_inc, e_layer),
+               "e_inc": e_inc}
+        if self.uses_energy_flow:
+            noisy = e_layer + LAYER_NOISE_MEV * torch.rand(e_layer.shape, generator=gen,
+                                                           dtype=e_layer.dtype)
+            out["u"] = self._u(noisy, e_inc)
+            out["c_e"] = pp.energy_condition(e_inc).reshape(-1, 1)
+        return out
+
+    # -- training -------------------------------------------------------------------------------
+    def _train_config(self, stage: str, epochs: int | None, progress: bool) -> TrainConfig:
+        tr = self.config.get("training", {}) or {}
+        if not isinstance(tr, dict):
+            raise ConfigError(f"config[training]: expected a mapping of stages, found "
+                              f"{type(tr).__name__}")
+        for k in tr:
+            if k not in STAGES:
+                raise ConfigError(f"config[training]: expected stages {', '.join(STAGES)}, "
+                                  f"found {k!r}")
+        d = dict(tr.get(stage) or {})
+        if epochs is not None:
+            d["epochs"] = int(epochs)
+        d.setdefault("progress", progress)
+        d["progress"] = d["progress"] and progress
+        return TrainConfig.from_dict(d, source=f"config[training.{stage}]")
+
+    def _estimate_latent(self, x: Tensor, progress: bool) -> int:
+        from caloforge.intrinsic_dim import estimate
+
+        ic = self.cfg.get("intrinsic_dim", {})
+        n = min(int(ic.get("n", 5000)), len(x))
+        k_min, k_max = (int(v) for v in ic.get("k", [5, 20]))
+        idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:n]
+        est = estimate(x[idx].numpy(), k_min, min(k_max, max(k_min, n - 2)))
+        latent = max(2, int(math.ceil(est.dimension)))
+        if progress:
+            print(f"caloman: intrinsic dimension {est.dimension:.1f} -> latent_dim {latent}")
+        return latent
+
+    def fit(self, train: ShowerSet, val: ShowerSet | None,
+            run_dir: str | os.PathLike | None = None, *, resume: bool = False,
+            epochs: int | None = None, progress: bool = True,
+            **options: Any) -> dict[str, list[float]]:
+        """Train energy flow (CaloFlow schemes), autoencoder, then latent flow.
+
+        Each stage is one :func:`caloforge.training.fit` call with tag ``{stage}_`` in
+        ``run_dir``; with ``resume`` finished stages are loaded instead of retrained.
+        Returns the histories, keys prefixed by the stage name.
+        """
+        if len(train) < 2:
+            raise ConfigError(f"train: expected at least 2 showers, found {len(train)}")
+        run_dir = Path(run_dir) if run_dir is not None else None
+        gen = torch.Generator().manual_seed(int(options.get("seed", 0)))
+        tr = self._prepare(train, gen)
+        va = self._prepare(val, gen) if val is not None and len(val) > 0 else None
+        history: dict[str, list[float]] = {}
+
+        def record(stage: str, h: dict[str, list[float]]) -> None:
+            history.update({f"{stage}_{k}": v for k, v in h.items()})
+
+        def f32(t: Tensor) -> Tensor:
+            return t.to(torch.float32)
+
+        # fitted standardisations (deterministic given the data, so resume recomputes them)
+        self.cond_norm.fit(f32(tr["c"]))
+        self.x_norm.fit(f32(tr["x"]))
+        if self.uses_energy_flow:
+            self.u_norm.fit(f32(tr["u"]))
+
+        # stage 0: layer energies
+        if self.uses_energy_flow:
+            cfg = self._train_config("energy_flow", epochs, progress)
+            dt = cfg.torch_dtype
+            u_tr = (self.u_norm(f32(tr["u"])).to(dt), tr["c_e"].to(dt))
+            u_va = (self.u_norm(f32(va["u"])).to(dt), va["c_e"].to(dt)) if va else None
+            record("energy_flow", train_stage(
+                self.energy_flow, lambda m, b: -m.log_prob(b[0], b[1]).mean(), u_tr, u_va, cfg,
+                run_dir, tag="energy_flow_", resume=resume, desc="energy flow"))
+
+        # stage 1: autoencoder (latent size from the intrinsic dimension if asked)
+        if self.cfg["latent_dim"] == "auto":
+            latent = self._estimate_latent(f32(self.x_norm(f32(tr["x"]))), progress)
+            self.config["latent_dim"] = latent
+            self.cfg["latent_dim"] = latent
+            self._build_latent(latent)
+        cfg = self._train_config("autoencoder", epochs, progress)
+        ae_tr = tuple(t.to(cfg.torch_dtype) for t in
+                      (self.x_norm(f32(tr["x"])), self.cond_norm(f32(tr["c"])), tr["frac"]))
+        ae_va = tuple(t.to(cfg.torch_dtype) for t in
+                      (self.x_norm(f32(va["x"])), self.cond_norm(f32(va["c"])), va["frac"])
+                      ) if va else None
+        record("autoencoder", train_stage(
+            self.autoencoder, lambda m, b: m.loss(*b), ae_tr, ae_va, cfg, run_dir,
+            tag="autoencoder_", resume=resume, desc="autoencoder"))
+
+        # stage 2: density of the standardised latents
+        z_tr = self._encode(ae_tr[0], ae_tr[1], gen)
+        self.z_norm.fit(z_tr.float())
+        cfg = self._train_config("latent_flow", epochs, progress)
+        zs_tr = (self.z_norm(z_tr.float()).to(cfg.torch_dtype), ae_tr[1].to(cfg.torch_dtype))
+        zs_va = None
+        if va:
+            z_va = self._encode(ae_va[0], ae_va[1], gen)
+            zs_va = (self.z_norm(z_va.float()).to(cfg.torch_dtype),
+                     ae_va[1].to(cfg.torch_dtype))
+        noise = float(self.cfg["latent_noise"])
+
+        def flow_loss(m: nn.Module, b: tuple[Tensor, ...]) -> Tensor:
+            z = b[0] + noise * torch.randn_like(b[0]) if noise > 0 and m.training else b[0]
+            return -m.log_prob(z, b[1]).mean()
+
+        record("latent_flow", train_stage(
+            self.latent_flow, flow_loss, zs_tr, zs_va, cfg, run_dir, tag="latent_flow_",
+            resume=resume, desc="latent flow"))
+        self.to(torch.float32)
+        self.eval()
+        return history
+
+    @torch.no_grad()
+    def _encode(self, x: Tensor, c: Tensor, gen: torch.Generator, batch: int = 10_000
+                ) -> Tensor:
+        """Latents of standardised inputs: posterior mean, or a posterior sample."""
+        self.autoencoder.eval()
+        p = next(self.autoencoder.parameters())
+        out = []
+        for lo in range(0, len(x), batch):
+            mu, logvar = self.autoencoder.encode(x[lo:lo + batch].to(p), c[lo:lo + batch].to(p))
+            if logvar is not None and self.cfg["latent_encoding"] == "sample":
+                eps = torch.randn(mu.shape, generator=gen, dtype=mu.dtype)
+                mu = mu + torch.exp(0.5 * logvar) * eps
+            out.append(mu)
+        return torch.cat(out)
+
+    # -- generation -----------------------------------------------------------------------------
+    @torch.inference_mode()
+    def sample(self, e_inc: Tensor, stochastic: bool = True) -> Tensor:
+        """Showers (N, V) in MeV for incident energies ``e_inc`` (N,) in MeV.
+
+        One batched pass per ``sample_batch`` showers: energy flow -> latent flow -> decoder
+        -> inverse preprocessing -> threshold. ``stochastic=False`` uses the decoder mean
+        (the original CaloMan behaviour for every noise model).
+        """
+        p = next(self.parameters())
+        e_inc = torch.as_tensor(e_inc).reshape(-1).to(device=p.device, dtype=p.dtype)
+        step = int(self.cfg["sample_batch"])
+        return torch.cat([self._sample(e_inc[lo:lo + step], stochastic)
+                          for lo in range(0, len(e_inc), step)]) if len(e_inc) else \
+            torch.zeros(0, self.n_voxels, dtype=p.dtype, device=p.device)
+
+    def _sample(self, e_inc: Tensor, stochastic: bool) -> Tensor:
+        m = self.layer_mat.to(e_inc.dtype)
+        e_layer = None
+        if self.uses_energy_flow:
+            c_e = pp.energy_condition(e_inc).reshape(-1, 1)
+            u = self.u_norm.inverse(self.energy_flow.sample(c_e))
+            e_layer = pp.layer_energies_from_u(pp.inverse_logit(u).clamp(0.0, 1.0), e_inc)
+        c = self.cond_norm(self._condition(e_inc, e_layer))
+        z = self.z_norm.inverse(self.latent_flow.sample(c))
+        out, is_frac, mean = self.autoencoder.generate(z, c, stochastic=stochastic)
+        frac = out if is_frac else self._from_x(self.x_norm.inverse(out))
+        frac = frac.clamp_min(0.0)
+        if self.uses_energy_flow:
+            sums = frac @ m
+            if mean is not None and stochastic:  # an empty sampled layer: use the mean
+                empty = ((sums <= 0).to(m.dtype) @ m.T) > 0
+                frac = torch.where(empty, mean, frac)
+                sums = frac @ m
+            showers = frac / (sums @ m.T + 1e-16) * (e_layer @ m.T)
+        else:
+            showers = frac * (CALOSCORE_F * e_inc.reshape(-1, 1))
+        cut = float(self.cfg["threshold_mev"])
+        return torch.where(showers < cut, torch.zeros_like(showers), showers)
+
+    @torch.inference_mode()
+    def reconstruct(self, data: ShowerSet, stochastic: bool = False) -> Tensor:
+        """Encode and decode real showers (MeV -> MeV), with their true layer energies: the
+        autoencoder's reconstruction diagnostic."""
+        t = self._prepare(data)
+        p = next(self.parameters())
+        x = self.x_norm(t["x"].float()).to(p)
+        c = self.cond_norm(t["c"].float()).to(p)
+        mu, _ = self.autoencoder.encode(x, c)
+        out, is_frac, _ = self.autoencoder.generate(mu, c, stochastic=stochastic)
+        frac = (out if is_frac else self._from_x(self.x_norm.inverse(out))).clamp_min(0.0)
+        if self.uses_energy_flow:
+            m = self.layer_mat.to(frac.dtype)
+            e_layer = self._layer_e(torch.as_tensor(data.showers).to(frac))
+            return frac / ((frac @ m) @ m.T + 1e-16) * (e_layer @ m.T)
+        return frac * (CALOSCORE_F * torch.as_tensor(data.e_inc).to(frac).reshape(-1, 1))
+
+    # -- persistence ----------------------------------------------------------------------------
+    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True,
+                        assign: bool = False):
+        """Rebuild the latent networks first if the checkpoint's latent size differs (e.g. a
+        model whose ``latent_dim: auto`` was resolved during training)."""
+        key = "z_norm.mean"
+        if key in state_dict and state_dict[key].shape[0] != self.latent_dim:
+            self._build_latent(int(state_dict[key].shape[0]))
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+
+class VAEINN(CaloMan):
+    """VAE+INN (Ernst et al., arXiv:2312.09290): an invertible network (RQS coupling flow) on
+    the latent space of a VAE. The same machinery as :class:`CaloMan` with VAE defaults:
+    CaloFlow-style layer normalisation with logit, latent 50, a larger coupling INN."""
+
+    name = "vae-inn"
+    defaults: dict[str, Any] = _merged({
+        "preprocessing": "caloflow",
+        "autoencoder": "vae",
+        "latent_dim": 50,
+        "beta": 1e-2,
+        "decoder_noise": "gaussian",
+        "latent_encoding": "sample",
+        "latent_flow": {"transforms": 8, "bins": 10, "hidden": [256, 256, 256],
+                        "residual": True, "bound": 5.0},
+    }, DEFAULTS)
