@@ -83,7 +83,7 @@ def build_caloinn(device: torch.device) -> tuple[Sampler, str]:
 
 
 def build_caloman(device: torch.device) -> tuple[Sampler, str]:
-    return _model("caloman", "caloman/1-photons-caloflow.yaml", device)
+    return _model("caloman", "caloman/1-photons-faithful.yaml", device)
 
 
 def build_zuko_nsf(device: torch.device) -> tuple[Sampler, str]:
@@ -107,7 +107,7 @@ ROWS: dict[str, tuple[str, Callable[[torch.device], tuple[Sampler, str]]]] = {
     "teacher": ("CaloFlow teacher (MAF)", build_teacher),
     "student": ("CaloFlow student (IAF)", build_student),
     "caloinn": ("CaloINN (RQS coupling)", build_caloinn),
-    "caloman": ("CaloMan (NF + AE + NF)", build_caloman),
+    "caloman": ("CaloMan, zero-inflated decoder (caloforge fix)", build_caloman),
     "zuko-nsf": ("zuko NSF coupling, CaloINN size", build_zuko_nsf),
 }
 
