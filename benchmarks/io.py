@@ -167,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         table(["operation", "file GB", "caloforge GB/s", "bare h5py GB/s",
                "caloforge / h5py (wall)", "caloforge / h5py (CPU time)"], out),
         "",
-        f"Machine: {machine()}. The machine was shared with other jobs during the run (load "
-        f"average {os.getloadavg()[0]:.1f} at the end), so absolute numbers are noisy; the "
+        f"Machine: {machine()}. 1-minute load average {os.getloadavg()[0]:.1f} at the end "
+        f"(above the core count the machine was shared and absolute numbers are inflated); the "
         f"ratios compare interleaved runs.",
     ])
     print(md)
