@@ -31,51 +31,24 @@ from caloforge.data import ShowerWriter, inspect
 from caloforge.errors import ConfigError, DataError
 from caloforge.geometry import DATASETS
 
-#: Dataset 1 showers per incident energy (MeV) in the official files (photons; pions differ
-#: only at 262,144 MeV: 9,800).
-DS1_COUNTS = {2 ** k: 10_000 for k in range(8, 18)} | {
-    2 ** 18: 10_000, 2 ** 19: 5_000, 2 ** 20: 3_000, 2 ** 21: 2_000, 2 ** 22: 1_000}
-DS1_PION_COUNT_262144 = 9_800
-#: Default number of showers for the continuous energy spectra (datasets 2, 3 and CaloGAN).
-DEFAULT_CONTINUOUS_N = 100_000
-
 
 def official_energies(dataset: str, n: int | None = None, seed: int = 0) -> np.ndarray:
-    """The official incident energies (MeV) of ``dataset`` (one of :data:`DATASETS`).
+    """The official incident energies (MeV) of ``dataset`` (one of :data:`DATASETS`), shuffled.
 
     Dataset 1: the 15 discrete energies with the official counts (121,000 photons, 120,800
-    pions); ``n`` keeps the official proportions. Datasets 2/3: ``n`` values log-uniform in
-    [1 GeV, 1 TeV]. CaloGAN: ``n`` values uniform in [1, 100] GeV. Uses
-    :func:`caloforge.simulate.energies.official_energies` when available (shuffled, full file
-    sizes by default), else the built-in fallback below (dataset 1 in ascending order, a seeded
-    random subset for ``n``; 100,000 continuous values by default).
+    pions); ``n`` keeps the official proportions. Datasets 2/3: log-uniform in [1 GeV, 1 TeV];
+    CaloGAN: uniform in [1, 100] GeV. ``n`` defaults to the official file size. The list itself
+    lives in :mod:`caloforge.simulate.energies` (one source of truth with the simulator).
     """
+    from caloforge.simulate import energies as sim
+
     if dataset not in DATASETS:
         raise ConfigError(f"--dataset: expected one of {', '.join(DATASETS)}, found {dataset!r}")
     if n is not None and n < 1:
         raise ConfigError(f"-n: expected a positive number of showers, found {n}")
+    size = sim.FULL_SIZE[dataset] if n is None else n
     rng = np.random.default_rng(seed)
-    try:  # the simulator's list (one source of truth) when it is installed
-        from caloforge.simulate import energies as sim
-    except ImportError:
-        sim = None
-    if sim is not None and hasattr(sim, "official_energies") and hasattr(sim, "FULL_SIZE"):
-        size = sim.FULL_SIZE[dataset] if n is None else n
-        return np.asarray(sim.official_energies(dataset, size, rng), dtype=np.float64)
-    if dataset in ("1-photons", "1-pions"):
-        counts = dict(DS1_COUNTS)
-        if dataset == "1-pions":
-            counts[2 ** 18] = DS1_PION_COUNT_262144
-        e = np.concatenate([np.full(c, float(k)) for k, c in sorted(counts.items())])
-        if n is not None and n < len(e):
-            e = e[np.sort(rng.choice(len(e), n, replace=False))]
-        elif n is not None and n > len(e):
-            e = np.sort(rng.choice(e, n, replace=True))
-        return e
-    n = DEFAULT_CONTINUOUS_N if n is None else n
-    if dataset == "calogan":
-        return rng.uniform(1e3, 1e5, n)
-    return 10.0 ** rng.uniform(3.0, 6.0, n)  # 1 GeV .. 1 TeV
+    return np.asarray(sim.official_energies(dataset, size, rng), dtype=np.float64)
 
 
 def energies_from_file(path: str | os.PathLike, n: int | None = None) -> np.ndarray:
