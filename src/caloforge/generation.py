@@ -91,14 +91,16 @@ def sample_batches(model: torch.nn.Module, e_inc: np.ndarray, batch_size: int,
                    progress: bool = False, compile: bool = False):
     """Yield ``(e_inc chunk, showers chunk (numpy, MeV), sampling seconds)`` per batch.
 
-    ``compile``: sample through ``torch.compile(model.sample)``; every batch is padded to
+    ``compile``: sample through ``model.compiled_sampler()`` (torch.compile of the model's
+    one-pass parts, see :meth:`~caloforge.models.base.GeneratorModel.compiled_sampler`); every
+    batch is padded to
     ``batch_size`` so that one compiled graph serves all (the first batch includes the
     compile time).
     """
     if batch_size < 1:
         raise ConfigError(f"--batch-size: expected a positive integer, found {batch_size}")
     device = getattr(model, "device", torch.device("cpu"))
-    sampler = torch.compile(model.sample, dynamic=False) if compile else model.sample
+    sampler = model.compiled_sampler() if compile else model.sample
     bar = tqdm(total=len(e_inc), desc="generate", unit="shower", disable=not progress,
                leave=False)
     with bar:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import abc
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,14 @@ class GeneratorModel(nn.Module, abc.ABC):
         """Showers (N, n_voxels) in MeV for incident energies ``e_inc`` (N,) in MeV.
 
         Implementations run without gradients (``torch.inference_mode``)."""
+
+    def compiled_sampler(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """A sampler with :meth:`sample`'s contract that runs through ``torch.compile``.
+
+        The default compiles :meth:`sample` whole (static shapes: call it with one batch
+        size). Models whose ``sample`` cannot be traced whole override this and compile their
+        one-pass parts. The first call includes the compile time (tens of seconds)."""
+        return torch.compile(self.sample, dynamic=False)
 
     # -- persistence ------------------------------------------------------------------------
     def checkpoint(self) -> dict[str, Any]:
