@@ -56,6 +56,12 @@ class TrainConfig:
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda[:i]``.
         seed: Seed of the parameter initialisation-independent randomness (batch order).
         progress: Show progress bars.
+        monitor: Early-stopping / best-model criterion: ``loss`` (the validation loss: -log L
+            for flows, L2 reconstruction for autoencoders, the distillation score for the
+            student) or ``histogram`` (the seed talk's "mean histogram difference": mean
+            separation power of the high-level-feature histograms of ``monitor_samples``
+            generated showers against validation showers; see :mod:`caloforge.monitor`).
+        monitor_samples: Validation showers generated per epoch for ``monitor: histogram``.
     """
 
     epochs: int = 50
@@ -72,6 +78,8 @@ class TrainConfig:
     device: str = "auto"
     seed: int = 0
     progress: bool = True
+    monitor: str = "loss"
+    monitor_samples: int = 2000
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None, source: str = "config") -> TrainConfig:
@@ -136,6 +144,10 @@ class TrainConfig:
             raise bad("seed", "an integer")
         if not isinstance(self.progress, bool):
             raise bad("progress", "true or false")
+        if self.monitor not in ("loss", "histogram"):
+            raise bad("monitor", "'loss' or 'histogram'")
+        if not is_int(self.monitor_samples) or self.monitor_samples < 100:
+            raise bad("monitor_samples", "an integer >= 100")
 
     @property
     def torch_dtype(self) -> torch.dtype:

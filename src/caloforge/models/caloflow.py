@@ -59,6 +59,7 @@ from caloforge.errors import ConfigError, DataError, GeometryError
 from caloforge.flows.autoregressive import IAF, MAF, layer_permutations, random_permutations
 from caloforge.geometry import Geometry
 from caloforge.models.base import GeneratorModel
+from caloforge.monitor import histogram_score
 from caloforge.training import fit as train_stage
 
 __all__ = ["CaloFlow", "CaloFlowStudent"]
@@ -305,11 +306,18 @@ class CaloFlow(_CaloFlowBase):
         cfg2 = train_config(self.config, "flow2", epochs, progress)
         tr = self.prepare(train, seed=cfg1.seed)
         va = self.prepare(val, seed=cfg1.seed + 1) if val is not None else None
+        if cfg1.monitor == "histogram":
+            raise ConfigError("training.flow1[monitor]: expected 'loss' (flow II is untrained "
+                              "while flow I trains, so showers cannot be generated), found "
+                              "'histogram'")
         for name, flow, cfg, keys in (("flow1", self.flow1, cfg1, ("x1", "c1")),
                                       ("flow2", self.flow2, cfg2, ("x2", "c2"))):
+            score = (histogram_score(self.sample, val, cfg.monitor_samples, cfg.seed,
+                                     f"training.{name}") if cfg.monitor == "histogram" else None)
             h = train_stage(flow, _nll, self._stage_tensors(tr, keys, cfg.torch_dtype),
                             self._stage_tensors(va, keys, cfg.torch_dtype) if va else None,
-                            cfg, run_dir, tag=f"{name}_", resume=resume, desc=name)
+                            cfg, run_dir, tag=f"{name}_", val_score=score, resume=resume,
+                            desc=name)
             history.update({f"{name}_{k}": v for k, v in h.items()})
         self.eval()
         return history
@@ -491,6 +499,10 @@ class CaloFlowStudent(_CaloFlowBase):
 
         def score(student: nn.Module) -> float:
             return self.reverse_kl(t_flow, kl_c, kl_z)
+
+        if cfg.monitor == "histogram":
+            score = histogram_score(self.sample, val, cfg.monitor_samples, cfg.seed,
+                                    "training.student")
 
         h = train_stage(self.flow2, loss_fn, train_t, val_t, cfg, run_dir, tag="student_",
                         val_score=score, resume=resume, desc="student")

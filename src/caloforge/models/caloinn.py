@@ -41,6 +41,7 @@ from caloforge.errors import ConfigError
 from caloforge.flows import ContextEmbedding, CouplingRQSFlow
 from caloforge.geometry import Geometry
 from caloforge.models.base import GeneratorModel
+from caloforge.monitor import histogram_score
 from caloforge.training import fit
 
 #: Defaults of the ``flow`` section (the CaloINN pion card where it gives a value).
@@ -148,7 +149,10 @@ class CaloINN(GeneratorModel):
         def loss_fn(module: CaloINN, batch: tuple[Tensor, ...]) -> Tensor:
             return -module.flow.log_prob(batch[0], batch[1]).mean() / module.n_features
 
-        return fit(self, loss_fn, (x, c), val_t, cfg, run_dir, resume=resume, desc="caloinn")
+        score = (histogram_score(self.sample, val, cfg.monitor_samples, cfg.seed)
+                 if cfg.monitor == "histogram" else None)
+        return fit(self, loss_fn, (x, c), val_t, cfg, run_dir, val_score=score, resume=resume,
+                   desc="caloinn")
 
     @property
     def noise_dim(self) -> int:
