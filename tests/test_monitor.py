@@ -85,3 +85,12 @@ def test_teacher_flow1_cannot_monitor_histograms(val) -> None:
     model = model_class("caloflow")(val.geometry, cfg)
     with pytest.raises(ConfigError, match=r"training.flow1\[monitor\]"):
         model.fit(val, val, None, progress=False)
+
+
+def test_teacher_flow2_histograms_need_validation_before_training(val) -> None:
+    from caloforge.models import model_class
+    cfg = {"model": "caloflow", "dataset": "1-photons",
+           "training": {"flow2": {"monitor": "histogram"}}}
+    model = model_class("caloflow")(val.geometry, cfg)
+    with pytest.raises(ConfigError, match=r"training.flow2\[monitor\].*--val"):
+        model.fit(val, None, None, progress=False)  # raised before flow I trains

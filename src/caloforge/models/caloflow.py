@@ -244,7 +244,7 @@ class _CaloFlowBase(GeneratorModel):
 
     def compiled_sampler(self) -> Callable[[Tensor], Tensor]:
         """:meth:`sample` with flow II's inverse compiled when it is one pass (the student's
-        IAF: about 1.5x faster on CPU at batch 2000, see BENCHMARKS.md). The MAF teacher's
+        IAF; the speed-up is in BENCHMARKS.md, "Sampling speed"). The MAF teacher's
         inverse is a loop of D x blocks sequential steps, which torch.compile would unroll,
         so the teacher samples eagerly. One graph per internal batch size
         (``sampling.batch_size``); the first call includes the compile time."""
@@ -304,16 +304,16 @@ class CaloFlow(_CaloFlowBase):
         history: dict[str, list[float]] = {}
         cfg1 = train_config(self.config, "flow1", epochs, progress)
         cfg2 = train_config(self.config, "flow2", epochs, progress)
-        tr = self.prepare(train, seed=cfg1.seed)
-        va = self.prepare(val, seed=cfg1.seed + 1) if val is not None else None
         if cfg1.monitor == "histogram":
             raise ConfigError("training.flow1[monitor]: expected 'loss' (flow II is untrained "
                               "while flow I trains, so showers cannot be generated), found "
                               "'histogram'")
-        for name, flow, cfg, keys in (("flow1", self.flow1, cfg1, ("x1", "c1")),
-                                      ("flow2", self.flow2, cfg2, ("x2", "c2"))):
-            score = (histogram_score(self.sample, val, cfg.monitor_samples, cfg.seed,
-                                     f"training.{name}") if cfg.monitor == "histogram" else None)
+        score2 = (histogram_score(self.sample, val, cfg2.monitor_samples, cfg2.seed,
+                                  "training.flow2") if cfg2.monitor == "histogram" else None)
+        tr = self.prepare(train, seed=cfg1.seed)
+        va = self.prepare(val, seed=cfg1.seed + 1) if val is not None else None
+        for name, flow, cfg, keys, score in (("flow1", self.flow1, cfg1, ("x1", "c1"), None),
+                                             ("flow2", self.flow2, cfg2, ("x2", "c2"), score2)):
             h = train_stage(flow, _nll, self._stage_tensors(tr, keys, cfg.torch_dtype),
                             self._stage_tensors(va, keys, cfg.torch_dtype) if va else None,
                             cfg, run_dir, tag=f"{name}_", val_score=score, resume=resume,
