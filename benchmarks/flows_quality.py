@@ -101,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="tiny smoke test: 600 train, 300 test, 1 epoch each, 2 cls epochs")
     ap.add_argument("--work", default=str(ROOT / "benchmarks" / "out" / "flows_quality"))
     ap.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
+    ap.add_argument("--only", default="",
+                    help="comma list of models to (re)run with the same settings, merged into "
+                    "WORK/full/results.json (caloflow-student needs caloflow in the list)")
     ap.add_argument("--render-only", action="store_true",
                     help="only rewrite the BENCHMARKS.md section from WORK/full/results.json")
     args = ap.parse_args(argv)
@@ -129,8 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     train, val = split(data, (0.9, 0.1), seed=0)
     geo = train.geometry
     cfgs = configs(args.epochs_scale)
-    results: dict[str, dict] = {}
     json_path = work / "results.json"
+    only = [m for m in args.only.split(",") if m]
+    results: dict[str, dict] = json.loads(json_path.read_text()) if only else {}
 
     def record(name: str, model, t_train: float | None, n: int) -> None:
         model.eval()
@@ -142,15 +146,15 @@ def main(argv: list[str] | None = None) -> int:
                                       if isinstance(v, int | float)), flush=True)
         json_path.write_text(json.dumps(results, indent=1, default=float))
 
-    # baseline: fitted preprocessing, random flow
-    torch.manual_seed(0)
-    untrained = model_class("caloinn")(geo, cfgs["caloinn"])
-    untrained.preprocess(train, fit_scalers=True)
-    untrained.float()
-    record("untrained caloinn", untrained, None, len(ref))
+    if not only:  # baseline: fitted preprocessing, random flow
+        torch.manual_seed(0)
+        untrained = model_class("caloinn")(geo, cfgs["caloinn"])
+        untrained.preprocess(train, fit_scalers=True)
+        untrained.float()
+        record("untrained caloinn", untrained, None, len(ref))
 
     trained = {}
-    for name in ("caloinn", "caloflow", "caloflow-student"):
+    for name in only or ("caloinn", "caloflow", "caloflow-student"):
         torch.manual_seed(0)
         model = model_class(name)(geo, cfgs[name])
         extra = {"teacher": trained["caloflow"]} if name == "caloflow-student" else {}
@@ -227,7 +231,8 @@ def render(results: dict, args: argparse.Namespace, n_train: int, n_val: int) ->
         "classifier's high-level feature vector with the CaloChallenge settings (bootstrap "
         "batches drawn with replacement from the showers available). Train s = wall clock "
         "of `fit` (teacher: flow I + flow II; student: "
-        "distillation only, teacher excluded); times are from one run on the machine above "
+        "distillation only, teacher excluded); times are from runs on the machine above "
+        "(with `--only`, some rows come from a later run with the same settings and seeds) "
         "and are indicative only.",
         "",
         table(["model", "train s", "n sampled", "sample ms/shower", "AUC low", "AUC high",

@@ -192,6 +192,23 @@ def measure_row(fn: Sampler, sizes: list[int], device: torch.device, min_time: f
     return out
 
 
+def release_memory() -> None:
+    """Free the last row's model, compiled graphs and cached blocks before the next row (one
+    run holds several large models in turn; without this a 24 GB machine ran out of memory
+    at the last row)."""
+    import ctypes
+    import gc
+
+    torch._dynamo.reset()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    try:  # give freed heap pages back to the OS (glibc)
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def count_gflop(fn: Sampler, device: torch.device, batch: int = 2) -> float:
     """Matrix-multiply GFLOP per shower of one call (``torch.utils.flop_counter``; the
     elementwise spline work is not counted)."""
@@ -279,7 +296,6 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict[str, dict] = {}
     notes: list[str] = []
-    samplers: dict[str, Sampler] = {}
     caloman_md: list[str] = []
     for key in [r for r in args.rows.split(",") if r]:
         label, build = ROWS[key]
@@ -294,7 +310,6 @@ def main(argv: list[str] | None = None) -> int:
             notes.append(f"{label}: skipped, failed to build ({type(exc).__name__}: {exc})")
             print(f"  skipped: {type(exc).__name__}: {exc}", flush=True)
             continue
-        samplers[key] = fn
         timing = measure_row(fn, sizes, device, args.min_time, args.budget,
                              ONLY_SIZES.get(key))
         results[key] = {"label": label, "info": info, "t": timing,
@@ -319,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"{first:.0f} s)", flush=True)
             except Exception as exc:  # compile support differs between platforms
                 notes.append(f"{label}: torch.compile failed ({type(exc).__name__})")
+        del fn
+        release_memory()
 
     load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     run = {"machine": machine(), "device": str(device), "load": [load0, load1],
