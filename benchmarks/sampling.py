@@ -74,6 +74,7 @@ def _model(name: str, config: str, device: torch.device, solver: str | None = No
     n = sum(p.numel() for p in model.parameters())
     dtype = next(model.parameters()).dtype
     chunk = getattr(model, "sampling_cfg", {}).get("batch_size")
+
     def sample(e_inc: torch.Tensor) -> torch.Tensor:
         return model.sample(e_inc)
 

@@ -7,12 +7,14 @@ histograms. :func:`histogram_score` builds that score for :func:`caloforge.train
 return the mean separation power over the high-level-feature histograms
 (:func:`caloforge.evaluation.mean_separation_power`; 0 = identical, 1 = disjoint).
 
-Models use it when a stage's training options say ``monitor: histogram``.
+Models call :func:`monitor_score` with a stage's training options; it returns this score when
+they say ``monitor: histogram``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -21,7 +23,19 @@ from torch import Tensor, nn
 from caloforge.data import ShowerSet, subsample
 from caloforge.errors import ConfigError
 
-__all__ = ["histogram_score"]
+if TYPE_CHECKING:
+    from caloforge.training import TrainConfig
+
+__all__ = ["histogram_score", "monitor_score"]
+
+
+def monitor_score(cfg: TrainConfig, sample: Callable[[Tensor], Tensor], val: ShowerSet | None,
+                  source: str = "training") -> Callable[[nn.Module], float] | None:
+    """The ``val_score`` a stage's ``monitor`` option asks for: None for ``loss`` (the
+    trainer's default score), :func:`histogram_score` for ``histogram``."""
+    if cfg.monitor != "histogram":
+        return None
+    return histogram_score(sample, val, cfg.monitor_samples, cfg.seed, source)
 
 
 def histogram_score(sample: Callable[[Tensor], Tensor], val: ShowerSet | None, n: int,

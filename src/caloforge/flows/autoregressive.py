@@ -436,10 +436,7 @@ class AutoregressiveFlow(ConditionalFlow):
             n = len(c) if c is not None else n
             if n is None:
                 raise ValueError("sample_and_log_prob: pass c, z or n")
-            p = next(self.parameters())
-            z = torch.randn(n, self.features, generator=generator, dtype=p.dtype,
-                            device="cpu" if generator is None else generator.device)
-            z = z.to(p.device)
+            z = self.noise(n, next(self.parameters()), generator)
         tr = self.inverse_trace(z, c, keep=False)
         return tr.out, standard_normal_log_prob(z) + tr.ladj
 

@@ -86,7 +86,12 @@ class ConditionalFlow(nn.Module, abc.ABC):
                 ref = next(self.parameters())
                 if n is None:
                     raise ValueError("sample: pass c, z or n")
-            z = torch.randn(n, self.features, generator=generator, dtype=ref.dtype,
-                            device="cpu" if generator is None else generator.device)
-            z = z.to(ref.device)
+            z = self.noise(n, ref, generator)
         return self.inverse(z, c)
+
+    def noise(self, n: int, ref: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Base-distribution draws (n, D) with ``ref``'s dtype and device, drawn on the CPU
+        (or the generator's device) so that a seed gives the same samples on every device."""
+        z = torch.randn(n, self.features, generator=generator, dtype=ref.dtype,
+                        device="cpu" if generator is None else generator.device)
+        return z.to(ref.device)

@@ -59,7 +59,7 @@ from caloforge.errors import ConfigError, DataError, GeometryError
 from caloforge.flows.autoregressive import IAF, MAF, layer_permutations, random_permutations
 from caloforge.geometry import Geometry
 from caloforge.models.base import GeneratorModel
-from caloforge.monitor import histogram_score
+from caloforge.monitor import monitor_score
 from caloforge.training import fit as train_stage
 
 __all__ = ["CaloFlow", "CaloFlowStudent"]
@@ -207,8 +207,7 @@ class _CaloFlowBase(GeneratorModel):
         e = torch.as_tensor(e_inc).reshape(-1).to(device=device, dtype=dtype)
         e_layer = torch.as_tensor(e_layer).to(device=device, dtype=dtype)
         ctx = self._flow2_context(e, e_layer)
-        z = torch.randn(len(ctx), self.flow2.features, dtype=ctx.dtype).to(ctx.device)
-        y = (self._flow2_inverse or self.flow2.inverse)(z, ctx)
+        y = (self._flow2_inverse or self.flow2.inverse)(self.flow2.noise(len(ctx), ctx), ctx)
         shapes = pp.inverse_logit(y, self.prep["logit_alpha"])
         showers = pp.denormalise_layers(shapes, e_layer, self.geometry)
         showers = showers.clamp(0.0, self.prep["max_voxel_mev"])
@@ -308,8 +307,7 @@ class CaloFlow(_CaloFlowBase):
             raise ConfigError("training.flow1[monitor]: expected 'loss' (flow II is untrained "
                               "while flow I trains, so showers cannot be generated), found "
                               "'histogram'")
-        score2 = (histogram_score(self.sample, val, cfg2.monitor_samples, cfg2.seed,
-                                  "training.flow2") if cfg2.monitor == "histogram" else None)
+        score2 = monitor_score(cfg2, self.sample, val, "training.flow2")
         tr = self.prepare(train, seed=cfg1.seed)
         va = self.prepare(val, seed=cfg1.seed + 1) if val is not None else None
         for name, flow, cfg, keys, score in (("flow1", self.flow1, cfg1, ("x1", "c1"), None),
@@ -497,12 +495,10 @@ class CaloFlowStudent(_CaloFlowBase):
                 c_z = self._flow2_context(e_inc, self.sample_layer_energies(e_inc).to(dtype))
             return self.distillation_loss(student, t_flow, x, c, c_z)["loss"]
 
-        def score(student: nn.Module) -> float:
+        def kl_score(student: nn.Module) -> float:
             return self.reverse_kl(t_flow, kl_c, kl_z)
 
-        if cfg.monitor == "histogram":
-            score = histogram_score(self.sample, val, cfg.monitor_samples, cfg.seed,
-                                    "training.student")
+        score = monitor_score(cfg, self.sample, val, "training.student") or kl_score
 
         h = train_stage(self.flow2, loss_fn, train_t, val_t, cfg, run_dir, tag="student_",
                         val_score=score, resume=resume, desc="student")

@@ -41,7 +41,7 @@ from caloforge.errors import ConfigError
 from caloforge.flows import ContextEmbedding, CouplingRQSFlow
 from caloforge.geometry import Geometry
 from caloforge.models.base import GeneratorModel
-from caloforge.monitor import histogram_score
+from caloforge.monitor import monitor_score
 from caloforge.training import fit
 
 #: Defaults of the ``flow`` section (the CaloINN pion card where it gives a value).
@@ -149,9 +149,8 @@ class CaloINN(GeneratorModel):
         def loss_fn(module: CaloINN, batch: tuple[Tensor, ...]) -> Tensor:
             return -module.flow.log_prob(batch[0], batch[1]).mean() / module.n_features
 
-        score = (histogram_score(self.sample, val, cfg.monitor_samples, cfg.seed)
-                 if cfg.monitor == "histogram" else None)
-        return fit(self, loss_fn, (x, c), val_t, cfg, run_dir, val_score=score, resume=resume,
+        return fit(self, loss_fn, (x, c), val_t, cfg, run_dir,
+                   val_score=monitor_score(cfg, self.sample, val), resume=resume,
                    desc="caloinn")
 
     @property
@@ -169,9 +168,7 @@ class CaloINN(GeneratorModel):
         """Showers (N, V) in MeV for ``e_inc`` (N,) in MeV, on the model's device."""
         ref = self.scaler.mean
         e_inc = torch.as_tensor(e_inc, dtype=ref.dtype).reshape(-1).to(ref.device)
-        z = torch.randn(len(e_inc), self.n_features, generator=generator, dtype=ref.dtype,
-                        device="cpu" if generator is None else generator.device).to(ref.device)
-        return self.from_noise(z, e_inc)
+        return self.from_noise(self.flow.noise(len(e_inc), ref, generator), e_inc)
 
     @torch.inference_mode()
     def log_prob(self, showers: Tensor, e_inc: Tensor) -> Tensor:
