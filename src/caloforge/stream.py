@@ -1,0 +1,478 @@
+"""Streamed training data: shuffled chunks of one or more shower files in bounded memory.
+
+A :class:`ShowerSource` hands out the showers of a training (or validation) set as
+:class:`~caloforge.data.ShowerSet` batches, epoch by epoch, without holding the set in memory:
+
+* :class:`InMemorySource` wraps a :class:`~caloforge.data.ShowerSet` (tests, small sets);
+* :class:`FileSource` reads CaloChallenge / CaloGAN files (one or several, the same
+  geometry). Its unit of reading is a *chunk*: a row range that is a whole number of HDF5
+  chunks (about :data:`UNIT_BYTES`), so no HDF5 chunk is decompressed twice. Every epoch the
+  chunks come in a fresh random order (seeded by ``(seed, epoch)``, so a resumed run sees the
+  same order), a background thread reads, decompresses and validates them and mixes their rows
+  in a bounded shuffle buffer (:data:`BUFFER_BYTES`), and training receives batches from a
+  bounded queue. Under ``torchrun`` rank ``r`` of ``W`` reads only the chunks ``r, r+W, ...`` of
+  the epoch's order (disjoint), and every rank gets the same number of batches.
+
+:class:`TensorBatches` turns a source into what :func:`caloforge.training.fit` consumes: a
+model's per-batch preprocessing (``ShowerSet -> tuple of tensors``) applied in the same
+background thread. :class:`Moments` accumulates feature means and standard deviations over
+one streaming pass (the standardisers of the models), merged over ranks under ``torchrun``.
+
+Memory: about ``BUFFER_BYTES`` x 2 (the buffer and one shuffled copy) + ``PREFETCH`` batches,
+whatever the file size. Energies in MeV.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import h5py
+import numpy as np
+import torch
+from torch import Tensor
+
+from caloforge.data import FileInfo, ShowerSet, _open, _inspect, _read_rows
+from caloforge.errors import ConfigError, DataError, GeometryError
+from caloforge.geometry import Geometry
+
+#: Target bytes of one read unit (a whole number of HDF5 chunks).
+UNIT_BYTES = 4 * 2**20
+#: Default bytes of the shuffle buffer (showers in their file dtype).
+BUFFER_BYTES = 256 * 2**20
+#: Ready batches kept ahead of the training loop.
+PREFETCH = 4
+
+__all__ = ["BUFFER_BYTES", "FileSource", "InMemorySource", "Moments", "ShowerSource",
+           "TensorBatches", "as_source"]
+
+
+@runtime_checkable
+class ShowerSource(Protocol):
+    """Showers handed out in shuffled batches, epoch by epoch, in bounded memory.
+
+    Attributes:
+        geometry: The geometry of every shower.
+    """
+
+    geometry: Geometry
+
+    def __len__(self) -> int:
+        """Number of showers."""
+
+    def steps(self, batch_size: int, world: int = 1) -> int:
+        """Batches per epoch on every rank (the same on all ranks)."""
+
+    def batches(self, epoch: int, batch_size: int, rank: int = 0, world: int = 1,
+                shuffle: bool = True) -> Iterator[ShowerSet]:
+        """This rank's batches of ``epoch`` (about ``batch_size // world`` showers each)."""
+
+    def chunks(self, rank: int = 0, world: int = 1) -> Iterator[ShowerSet]:
+        """One pass in file order over this rank's disjoint share (for statistics)."""
+
+
+def _rng(seed: int, epoch: int) -> np.random.Generator:
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch), 0x5EED])
+
+
+class InMemorySource:
+    """A :class:`ShowerSource` over a :class:`ShowerSet` already in memory."""
+
+    def __init__(self, data: ShowerSet, seed: int = 0) -> None:
+        self.data, self.geometry, self.seed = data, data.geometry, int(seed)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def steps(self, batch_size: int, world: int = 1) -> int:
+        b = max(1, batch_size // world)
+        return max(1, -(-(len(self) // world) // b))
+
+    def batches(self, epoch: int, batch_size: int, rank: int = 0, world: int = 1,
+                shuffle: bool = True) -> Iterator[ShowerSet]:
+        n = len(self)
+        idx = _rng(self.seed, epoch).permutation(n) if shuffle else np.arange(n)
+        idx = idx[rank::world][: n // world]  # equal shares on every rank
+        b = max(1, batch_size // world)
+        for k in range(self.steps(batch_size, world)):
+            part = np.sort(idx[k * b:(k + 1) * b])
+            if len(part):
+                yield self.data.subset(part)
+
+    def chunks(self, rank: int = 0, world: int = 1) -> Iterator[ShowerSet]:
+        n = len(self)
+        lo, hi = rank * n // world, (rank + 1) * n // world
+        for a in range(lo, hi, 10_000):
+            yield self.data.subset(slice(a, min(a + 10_000, hi)))
+
+    def head(self, n: int) -> ShowerSet:
+        """The first ``n`` showers."""
+        return self.data.subset(slice(0, n))
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """Rows ``start:stop`` of file ``file`` (an index into :attr:`FileSource.infos`)."""
+
+    file: int
+    start: int
+    stop: int
+
+    @property
+    def rows(self) -> int:
+        return self.stop - self.start
+
+
+def _unit_rows(path: Path, info: FileInfo) -> int:
+    """Rows per read unit: a whole number of HDF5 chunks of about :data:`UNIT_BYTES`."""
+    row_bytes = info.n_voxels * info.dtype.itemsize
+    chunk = 1
+    if info.format == "calochallenge":
+        with _open(path) as fh:
+            c = fh["showers"].chunks
+            chunk = c[0] if c else 1
+    per = max(1, round(UNIT_BYTES / max(1, chunk * row_bytes)))
+    return chunk * per
+
+
+class FileSource:
+    """Shuffled chunks of one or more shower files (see the module docstring).
+
+    Args:
+        paths: One file or several, all on the same geometry.
+        geometry: Expected geometry (a preset name, an XML path or a Geometry); inferred from
+            the first file when None.
+        seed: Seed of the chunk order and the shuffle buffer (epoch ``e`` uses ``(seed, e)``).
+        buffer_bytes: Size of the shuffle buffer in bytes (at least one read unit and two
+            batches are always held).
+        clip_negative: Set negative voxels to 0 instead of failing.
+        units: Restrict to these read units (used by :meth:`split`).
+
+    Raises:
+        DataError / GeometryError: a missing or damaged file, a file list that mixes geometries
+            (one line naming the file, expected and found).
+    """
+
+    def __init__(self, paths: str | os.PathLike | Sequence[str | os.PathLike],
+                 geometry: Geometry | str | None = None, *, seed: int = 0,
+                 buffer_bytes: int = BUFFER_BYTES, clip_negative: bool = False,
+                 units: list[_Unit] | None = None) -> None:
+        if isinstance(paths, str | os.PathLike):
+            paths = [paths]
+        self.paths = [Path(p) for p in paths]
+        if not self.paths:
+            raise DataError("--data: expected at least one shower file, found none")
+        self.infos: list[FileInfo] = []
+        for p in self.paths:
+            with _open(p) as fh:
+                info = _inspect(fh, p, geometry)
+            if self.infos:
+                first = self.infos[0]
+                if info.n_voxels != first.n_voxels or info.geometry.name != first.geometry.name:
+                    raise GeometryError(
+                        f"{p}[showers]: expected {first.n_voxels} voxels (geometry "
+                        f"{first.geometry.name}, like {first.path}), found {info.n_voxels} "
+                        f"(geometry {info.geometry.name})")
+            self.infos.append(info)
+            geometry = geometry if geometry is not None else info.geometry
+        self.geometry = self.infos[0].geometry
+        self.seed, self.clip_negative = int(seed), bool(clip_negative)
+        self.buffer_bytes = int(buffer_bytes)
+        if units is None:
+            units = []
+            for i, (p, info) in enumerate(zip(self.paths, self.infos, strict=True)):
+                step = _unit_rows(p, info)
+                units += [_Unit(i, lo, min(lo + step, info.n_showers))
+                          for lo in range(0, info.n_showers, step)]
+        self.units = units
+        self._n = sum(u.rows for u in units)
+
+    # -- sizes --------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def row_bytes(self) -> int:
+        """Bytes of one shower as read (file dtype)."""
+        return self.geometry.n_voxels * max(i.dtype.itemsize for i in self.infos)
+
+    def _min_rank_rows(self, world: int) -> int:
+        """Fewest rows any rank can receive in an epoch (its share of the smallest units)."""
+        k = len(self.units) // world
+        return int(sum(sorted(u.rows for u in self.units)[:k]))
+
+    def steps(self, batch_size: int, world: int = 1) -> int:
+        if world > len(self.units):
+            raise ConfigError(f"{self.paths[0]}: expected at least {world} read chunks for "
+                              f"{world} ranks, found {len(self.units)}")
+        b = max(1, batch_size // world)
+        rows = self._n if world == 1 else self._min_rank_rows(world)
+        return max(1, -(-rows // b))
+
+    # -- splitting ----------------------------------------------------------------------------
+    def split(self, fraction: float, seed: int = 0) -> tuple[FileSource, FileSource]:
+        """``(train, val)``: a seeded random set of whole read chunks (row ranges chosen by
+        shower index, nothing read) holding ``fraction`` of the showers goes to ``val``."""
+        if not 0 < fraction < 1:
+            raise ConfigError(f"--val-fraction: expected a fraction in (0, 1), found {fraction}")
+        order = np.random.default_rng(seed).permutation(len(self.units))
+        target, got, val_ids = fraction * self._n, 0, set()
+        for i in order:
+            if got >= target or len(val_ids) >= len(self.units) - 1:
+                break
+            val_ids.add(int(i))
+            got += self.units[i].rows
+        train = [u for i, u in enumerate(self.units) if i not in val_ids]
+        val = [u for i, u in enumerate(self.units) if i in val_ids]
+        return self._with(train), self._with(val)
+
+    def _with(self, units: list[_Unit]) -> FileSource:
+        return FileSource(self.paths, self.geometry, seed=self.seed,
+                          buffer_bytes=self.buffer_bytes, clip_negative=self.clip_negative,
+                          units=units)
+
+    # -- reading ------------------------------------------------------------------------------
+    def _read_units(self, units: Sequence[_Unit]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(E_inc, showers) of each unit in order; files are kept open while in use."""
+        handles: dict[int, h5py.File] = {}
+        try:
+            for u in units:
+                fh = handles.get(u.file)
+                if fh is None:
+                    fh = handles[u.file] = _open(self.paths[u.file])
+                yield _read_rows(fh, self.infos[u.file], u.start, u.stop,
+                                 clip_negative=self.clip_negative)
+        finally:
+            for fh in handles.values():
+                fh.close()
+
+    def chunks(self, rank: int = 0, world: int = 1) -> Iterator[ShowerSet]:
+        for e, s in self._read_units(self.units[rank::world]):
+            yield ShowerSet(e, s, self.geometry)
+
+    def head(self, n: int) -> ShowerSet:
+        """The first ``n`` showers of the source (in unit order) in memory."""
+        es, ss, got = [], [], 0
+        for e, s in self._read_units(self.units):
+            es.append(e[: n - got])
+            ss.append(s[: n - got])
+            got += len(es[-1])
+            if got >= n:
+                break
+        return ShowerSet(np.concatenate(es), np.concatenate(ss), self.geometry)
+
+    def batches(self, epoch: int, batch_size: int, rank: int = 0, world: int = 1,
+                shuffle: bool = True) -> Iterator[ShowerSet]:
+        """This rank's shuffled batches of ``epoch``, read by a background thread."""
+        return _background(lambda: self._batches(epoch, batch_size, rank, world, shuffle))
+
+    def _batches(self, epoch: int, batch_size: int, rank: int, world: int, shuffle: bool
+                 ) -> Iterator[ShowerSet]:
+        rng = _rng(self.seed, epoch)
+        order = rng.permutation(len(self.units)) if shuffle else np.arange(len(self.units))
+        mine = [self.units[i] for i in order[rank::world]]
+        b = max(1, batch_size // world)
+        n_steps = self.steps(batch_size, world)
+        cap = max(self.buffer_bytes // max(1, self.row_bytes), 2 * b,
+                  max((u.rows for u in mine), default=1))
+        if not shuffle:
+            cap = 0
+        emitted = 0
+        carry_e = np.empty(0)
+        carry_s = np.empty((0, self.geometry.n_voxels), dtype=self.infos[0].dtype)
+        pend_e: list[np.ndarray] = []
+        pend_s: list[np.ndarray] = []
+        pend_rows = 0
+
+        def drain(final: bool) -> Iterator[ShowerSet]:
+            nonlocal carry_e, carry_s, pend_e, pend_s, pend_rows, emitted
+            pool_e = np.concatenate([carry_e, *pend_e])
+            pool_s = np.concatenate([carry_s, *pend_s]) if pend_s else carry_s
+            pend_e, pend_s, pend_rows = [], [], 0
+            if shuffle:
+                perm = rng.permutation(len(pool_e))
+                pool_e, pool_s = pool_e[perm], pool_s[perm]
+            keep = 0 if final else cap // 2
+            n_out = len(pool_e) - keep if final else (len(pool_e) - keep) // b * b
+            for lo in range(0, max(n_out, 0), b):
+                if emitted >= n_steps:
+                    break
+                hi = min(lo + b, n_out)
+                emitted += 1
+                yield ShowerSet(pool_e[lo:hi], pool_s[lo:hi], self.geometry)
+            carry_e, carry_s = pool_e[max(n_out, 0):], pool_s[max(n_out, 0):]
+
+        for e, s in self._read_units(mine):
+            pend_e.append(e)
+            pend_s.append(s)
+            pend_rows += len(e)
+            if len(carry_e) + pend_rows >= cap:
+                yield from drain(False)
+            if emitted >= n_steps:
+                return
+        yield from drain(True)
+
+
+def _background(make: Callable[[], Iterator], prefetch: int = PREFETCH) -> Iterator:
+    """Run the iterator ``make()`` in a daemon thread, ``prefetch`` items ahead.
+
+    Exceptions of the producer are re-raised in the consumer; a consumer that stops early
+    (``break``, an exception, garbage collection) stops the producer too.
+    """
+    q: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
+    stop = threading.Event()
+    done = object()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in make():
+                if not put((None, item)):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            put((exc, None))
+            return
+        put((None, done))
+
+    thread = threading.Thread(target=work, name="caloforge-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            exc, item = q.get()
+            if exc is not None:
+                raise exc
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+class TensorBatches:
+    """What :func:`caloforge.training.fit` consumes from a source: ``fn(batch, generator)``
+    (a model's per-batch preprocessing, ``ShowerSet -> tuple of tensors``) applied to every
+    batch in the background thread. ``generator`` is a CPU ``torch.Generator`` seeded by
+    ``(seed, epoch, batch index)`` for preprocessing noise, so batches are reproducible."""
+
+    def __init__(self, source: ShowerSource, fn: Callable[[ShowerSet, torch.Generator],
+                                                          tuple[Tensor, ...]],
+                 seed: int = 0) -> None:
+        self.source, self.fn, self.seed = source, fn, int(seed)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def steps(self, batch_size: int, world: int = 1) -> int:
+        return self.source.steps(batch_size, world)
+
+    def batches(self, epoch: int, batch_size: int, rank: int = 0, world: int = 1,
+                shuffle: bool = True) -> Iterator[tuple[Tensor, ...]]:
+        def make() -> Iterator[tuple[Tensor, ...]]:
+            it = self.source.batches(epoch, batch_size, rank, world, shuffle)
+            for k, chunk in enumerate(it):
+                gen = torch.Generator().manual_seed(
+                    (self.seed * 1_000_003 + epoch * 65_537 + k * 8191 + rank) & 0x7FFFFFFF)
+                yield self.fn(chunk, gen)
+
+        return _background(make, prefetch=2)
+
+
+class Moments:
+    """Mean and standard deviation of features accumulated chunk by chunk (float64, Chan's
+    parallel update), merged over ``torchrun`` ranks with :meth:`all_reduce`.
+
+    Example:
+        >>> m = Moments()
+        >>> for part in torch.randn(1000, 3).split(100):
+        ...     m.update(part)
+        >>> m.mean.shape
+        torch.Size([3])
+    """
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.mean: Tensor | None = None
+        self.m2: Tensor | None = None
+
+    def update(self, x: Tensor) -> Moments:
+        """Add the rows of ``x`` (n, D)."""
+        x = torch.as_tensor(x).detach().to("cpu", torch.float64).reshape(len(x), -1)
+        if len(x) == 0:
+            return self
+        mean, m2 = x.mean(0), ((x - x.mean(0)) ** 2).sum(0)
+        return self._merge(len(x), mean, m2)
+
+    def _merge(self, n: int, mean: Tensor, m2: Tensor) -> Moments:
+        if self.n == 0:
+            self.n, self.mean, self.m2 = n, mean, m2
+            return self
+        tot = self.n + n
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (n / tot)
+        self.m2 = self.m2 + m2 + delta ** 2 * (self.n * n / tot)
+        self.n = tot
+        return self
+
+    def all_reduce(self) -> Moments:
+        """Merge the moments of every rank (a no-op outside ``torchrun``)."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return self
+        parts: list = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, (self.n, self.mean, self.m2))
+        merged = Moments()
+        for n, mean, m2 in parts:
+            if n:
+                merged._merge(n, mean, m2)
+        self.n, self.mean, self.m2 = merged.n, merged.mean, merged.m2
+        return self
+
+    @property
+    def std(self) -> Tensor:
+        """Unbiased standard deviation (as ``torch.std``)."""
+        if self.m2 is None:
+            raise DataError("statistics: expected at least one shower, found none")
+        return (self.m2 / max(self.n - 1, 1)).sqrt()
+
+
+def as_source(data: object, geometry: Geometry | str | None = None, seed: int = 0
+              ) -> ShowerSource | None:
+    """A :class:`ShowerSource` for a file path, a list of paths or a source; None for a
+    :class:`ShowerSet` or None (the in-memory path of the models)."""
+    if data is None or isinstance(data, ShowerSet):
+        return None
+    if isinstance(data, ShowerSource):
+        return data
+    if isinstance(data, str | os.PathLike) or (
+            isinstance(data, list | tuple) and all(isinstance(p, str | os.PathLike)
+                                                   for p in data)):
+        return FileSource(data, geometry, seed=seed)
+    raise ConfigError(f"train: expected a ShowerSet, a file path, a list of paths or a "
+                      f"ShowerSource, found {type(data).__name__}")
+
+
+def head(source: ShowerSource | ShowerSet | None, n: int) -> ShowerSet | None:
+    """The first ``n`` showers of a source (or a ShowerSet) in memory; None for None."""
+    if source is None or isinstance(source, ShowerSet):
+        return source
+    return source.head(min(n, len(source)))  # type: ignore[attr-defined]
+
+
+def rank_world() -> tuple[int, int]:
+    """(rank, world size) under ``torchrun``; (0, 1) otherwise."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
