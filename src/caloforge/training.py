@@ -1,6 +1,7 @@
 """One training loop for every caloforge model.
 
-:func:`fit` trains any :class:`torch.nn.Module` given a loss function and in-memory tensors:
+:func:`fit` trains any :class:`torch.nn.Module` given a loss function and in-memory tensors
+or a batch stream over files (:mod:`caloforge.stream`, bounded memory):
 progress bars, Adam/AdamW, OneCycle / cyclic ("triangular2") / no scheduler, gradient clipping,
 early stopping on a validation score (validation loss by default; any callable, e.g. L2
 reconstruction or the mean separation power of a validation sample), float32/float64, a
@@ -12,6 +13,7 @@ Multi-stage models (CaloFlow flow I then flow II; CaloMan autoencoder then laten
 
 Under ``torchrun`` (``WORLD_SIZE > 1``) each rank trains on its shard of every batch and the
 gradients are averaged with ``all_reduce`` (gloo on CPU, nccl on GPU); only rank 0 writes files.
+A batch stream gives each rank batches from its own disjoint file chunks instead.
 """
 
 from __future__ import annotations
@@ -217,8 +219,10 @@ def fit(module: nn.Module, loss_fn: LossFn, train: Sequence[Tensor],
     Args:
         module: The network (moved to the configured device and dtype).
         loss_fn: Mean loss of a batch; ``batch`` is a tuple of rows of each tensor in ``train``.
-        train: Tensors with equal first dimension (e.g. ``(x, context)``).
-        val: Validation tensors in the same layout, or None.
+        train: Tensors with equal first dimension (e.g. ``(x, context)``), or a batch
+            stream (:class:`caloforge.stream.TensorBatches`: a model's preprocessing over
+            shuffled file chunks; each rank reads its own chunks, bounded memory).
+        val: Validation tensors in the same layout, a batch stream, or None.
         cfg: Hyperparameters.
         run_dir: Where ``{tag}last.pt`` (every epoch), ``{tag}final.pt`` (the best weights, at
             the end) and ``{tag}metrics.csv`` go; None keeps everything in memory.
@@ -255,13 +259,18 @@ def fit(module: nn.Module, loss_fn: LossFn, train: Sequence[Tensor],
     def cast(t: Tensor) -> Tensor:
         return t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype)
 
-    train = tuple(cast(t) for t in train)
-    val = tuple(cast(t) for t in val) if val is not None else None
-    n = len(train[0])
-    if any(len(t) != n for t in train):
-        raise ConfigError(f"train: expected tensors of equal length, found "
-                          f"{[len(t) for t in train]}")
-    steps = max(1, math.ceil(n / cfg.batch_size))
+    streamed = _is_stream(train)  # batches from a caloforge.stream source, not tensors
+    if streamed:
+        n = len(train)
+        steps = train.steps(cfg.batch_size, world)
+    else:
+        train = tuple(cast(t) for t in train)
+        n = len(train[0])
+        if any(len(t) != n for t in train):
+            raise ConfigError(f"train: expected tensors of equal length, found "
+                              f"{[len(t) for t in train]}")
+        steps = max(1, math.ceil(n / cfg.batch_size))
+    val = tuple(cast(t) for t in val) if val is not None and not _is_stream(val) else val
     opt = _optimizer(module, cfg)
     sched = _scheduler(opt, cfg, steps)
     history: History = {"train_loss": [], "score": [], "lr": [], "seconds": []}
@@ -297,16 +306,22 @@ def fit(module: nn.Module, loss_fn: LossFn, train: Sequence[Tensor],
         module.train()
         perm = torch.randperm(n, generator=gen).to(device)
         total, count = 0.0, 0
+        stream = train.batches(epoch, cfg.batch_size, rank, world) if streamed else None
         bar = tqdm(range(steps), desc=f"{label} {epoch + 1}/{cfg.epochs}", leave=False,
                    disable=not cfg.progress or rank != 0)
         for step in bar:
-            idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            if len(idx) < world:
-                # every rank sees the same perm, so all skip together: a rank with an empty
-                # shard must not leave the others waiting in all_reduce
-                continue
-            idx = idx[rank::world] if world > 1 else idx
-            loss = loss_fn(module, tuple(t[idx] for t in train))
+            if stream is not None:  # every rank gets train.steps() batches
+                batch = tuple(cast(t) for t in next(stream))
+                idx = batch[0]
+            else:
+                idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+                if len(idx) < world:
+                    # every rank sees the same perm, so all skip together: a rank with an
+                    # empty shard must not leave the others waiting in all_reduce
+                    continue
+                idx = idx[rank::world] if world > 1 else idx
+                batch = tuple(t[idx] for t in train)
+            loss = loss_fn(module, batch)
             if not torch.isfinite(loss):
                 raise ConfigError(f"{label}[loss]: expected a finite loss, found {loss.item()} "
                                   f"at epoch {epoch + 1}, step {step + 1} (lower lr or use "
@@ -323,6 +338,8 @@ def fit(module: nn.Module, loss_fn: LossFn, train: Sequence[Tensor],
             total += loss.item() * len(idx)
             count += len(idx)
             bar.set_postfix(loss=f"{loss.item():.4g}")
+        if stream is not None:
+            stream.close()  # stops the reader thread
         if world > 1:  # the same train loss (hence score, early stop) on every rank
             import torch.distributed as dist
 
@@ -374,6 +391,12 @@ def fit(module: nn.Module, loss_fn: LossFn, train: Sequence[Tensor],
     return history
 
 
+def _is_stream(data: object) -> bool:
+    """Whether ``data`` is a batch stream (``steps`` / ``batches``, see
+    :class:`caloforge.stream.TensorBatches`) rather than a sequence of tensors."""
+    return hasattr(data, "batches") and hasattr(data, "steps")
+
+
 def _average_gradients(module: nn.Module, world: int) -> None:
     import torch.distributed as dist
 
@@ -386,7 +409,18 @@ def _average_gradients(module: nn.Module, world: int) -> None:
 @torch.no_grad()
 def evaluate_loss(module: nn.Module, loss_fn: LossFn, data: Sequence[Tensor],
                   batch_size: int) -> float:
-    """Mean of ``loss_fn`` over ``data`` in batches (no gradients)."""
+    """Mean of ``loss_fn`` over ``data`` in batches (no gradients); ``data`` is tensors or
+    a :class:`caloforge.stream.TensorBatches` (read in file order, cast to the module's
+    first parameter's dtype and device)."""
+    if _is_stream(data):
+        p = next(module.parameters())
+        total, count = 0.0, 0
+        for batch in data.batches(0, batch_size, shuffle=False):
+            batch = tuple(t.to(p.device, p.dtype if t.is_floating_point() else t.dtype)
+                          for t in batch)
+            total += loss_fn(module, batch).item() * len(batch[0])
+            count += len(batch[0])
+        return total / max(count, 1)
     n, total = len(data[0]), 0.0
     for lo in range(0, n, batch_size):
         batch = tuple(t[lo:lo + batch_size] for t in data)
