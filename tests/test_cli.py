@@ -112,4 +112,6 @@ def test_clip_negative_flag(cli_errors: dict) -> None:
 def test_argparse_errors_are_short(tmp_path: Path) -> None:
     res = run_cli("info")
     assert res.returncode == 2 and "Traceback" not in res.stderr
-    assert "usage" in res.stderr
+    assert res.stderr.strip().splitlines() == [
+        "caloforge info: error: the following arguments are required: file "
+        "(see 'caloforge info --help')"]

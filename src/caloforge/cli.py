@@ -14,8 +14,10 @@ import importlib
 import os
 import pkgutil
 import sys
+from typing import NoReturn
 
 from caloforge import __version__
+from caloforge.atomic import Terminated, install_signal_handlers, protect_inputs
 from caloforge.errors import CaloforgeError
 
 
@@ -28,8 +30,24 @@ def command_modules() -> list:
     return sorted(mods, key=lambda m: (getattr(m, "ORDER", 100), m.__name__))
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An :class:`argparse.ArgumentParser` whose usage errors are one line on stderr (exit 2),
+    like every other caloforge error; ``--help`` still prints the full usage. Subparsers
+    inherit the class."""
+
+    def error(self, message: str) -> NoReturn:
+        msg = " ".join(message.split())
+        self.exit(2, f"{self.prog}: error: {msg} (see '{self.prog} --help')\n")
+
+
+#: Argument names (argparse ``dest``) that name files a command reads: they are never
+#: accepted as outputs (see :func:`caloforge.atomic.protect_inputs`).
+INPUT_ARGS = ("checkpoint", "energies_from", "data", "val", "teacher", "config", "generated",
+              "reference", "file")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="caloforge",
         description="Fast ML simulation of calorimeter showers (CaloChallenge format).",
     )
@@ -47,8 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0
+    install_signal_handlers()
+    inputs = [getattr(args, name, None) for name in INPUT_ARGS]
     try:
-        return int(args._run(args) or 0)
+        with protect_inputs(v for v in inputs if isinstance(v, str)):
+            return int(args._run(args) or 0)
     except CaloforgeError as exc:
         print(f"caloforge {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
@@ -62,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"caloforge {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"caloforge {args.command}: terminated", file=sys.stderr)
+        return 143
 
 
 def _one_line(exc: BaseException) -> str:

@@ -55,15 +55,44 @@ def energies_from_file(path: str | os.PathLike, n: int | None = None) -> np.ndar
     """Incident energies (MeV) of a CaloChallenge or CaloGAN file, the first ``n`` if given."""
     info = inspect(path)
     key, unit = ("incident_energies", 1.0) if info.format == "calochallenge" else ("energy", 1e3)
-    stop = info.n_showers if n is None else min(n, info.n_showers)
+    if info.n_showers == 0:
+        raise DataError(f"{path}[{key}]: expected at least one incident energy, found 0 rows")
+    if n is not None and n > info.n_showers:
+        raise ConfigError(f"-n: expected at most {info.n_showers} showers (the energies in "
+                          f"{path}), found {n}")
+    stop = info.n_showers if n is None else n
     try:
         with h5py.File(path, "r") as fh:
             e = np.asarray(fh[key][:stop], dtype=np.float64).reshape(-1) * unit
     except (OSError, RuntimeError) as exc:
         raise DataError(f"{path}[{key}]: expected readable energies, found {exc}") from None
     if not np.isfinite(e).all() or (e <= 0).any():
-        raise DataError(f"{path}[{key}]: expected finite E_inc > 0, found invalid values")
+        i = int(np.flatnonzero(~np.isfinite(e) | (e <= 0))[0])
+        raise DataError(f"{path}[{key}]: expected finite E_inc > 0, found {e[i] / unit} at "
+                        f"row {i}")
     return e
+
+
+def check_energy_range(e_inc: np.ndarray, model: torch.nn.Module, source: object,
+                       checkpoint: object) -> None:
+    """Refuse incident energies outside the range the model was trained on (its checkpoint
+    records it; older checkpoints: the official range of the model's dataset), with a 1%
+    margin: flows and autoencoders extrapolate badly, and silently."""
+    from caloforge.simulate.energies import RANGES
+
+    rng = getattr(model, "trained_e_inc", None)
+    what = "range trained on by"
+    if rng is None:
+        if model.geometry.name not in RANGES:
+            return
+        rng, what = RANGES[model.geometry.name][:2], f"official {model.geometry.name} range; no "\
+            "trained range recorded in"
+    lo, hi = rng
+    e_min, e_max = float(np.min(e_inc)), float(np.max(e_inc))
+    if e_min < lo * 0.99 or e_max > hi * 1.01:
+        raise ConfigError(f"{source}: expected incident energies within {lo:.6g}..{hi:.6g} MeV "
+                          f"(the {what} {checkpoint}), found {e_min:.6g}..{e_max:.6g} MeV; "
+                          f"refused (models do not extrapolate in energy)")
 
 
 @dataclass
@@ -76,6 +105,7 @@ class GenerationResult:
     batch_size: int
     sample_seconds: float
     total_seconds: float
+    redrawn: int = 0  # showers drawn again because they held NaN, inf or negative voxels
 
     @property
     def ms_per_shower(self) -> float:
@@ -87,9 +117,52 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+#: How often a shower with non-finite or negative voxels is drawn again before the model is
+#: declared broken.
+MAX_REDRAWS = 10
+
+
+def _invalid_rows(s: np.ndarray) -> np.ndarray:
+    """Indices of rows with a NaN, an infinity or a negative voxel."""
+    return np.flatnonzero(~np.isfinite(s).all(1) | (s < 0).any(1))
+
+
+def redraw_invalid(model: torch.nn.Module, e: np.ndarray, s: np.ndarray,
+                   source: object = None, tries: int = MAX_REDRAWS) -> tuple[np.ndarray, int]:
+    """Draw the rows of ``s`` that hold NaN, inf or negative voxels again (at most ``tries``
+    times each); return the repaired showers and how many rows were re-drawn.
+
+    Raises:
+        DataError: rows are still invalid after ``tries`` draws; the message names the model
+            (``source``: its checkpoint), not the output file.
+    """
+    bad = _invalid_rows(s)
+    if not len(bad):
+        return s, 0
+    redrawn = len(bad)
+    for _ in range(tries):
+        with torch.inference_mode():
+            fresh = model.sample(torch.as_tensor(e[bad], dtype=torch.float64))
+        fresh = fresh.detach().to("cpu", torch.float32).numpy()
+        s[bad] = fresh
+        still = _invalid_rows(fresh)
+        bad = bad[still]
+        if not len(bad):
+            return s, redrawn
+    name = getattr(model, "name", type(model).__name__)
+    raise DataError(f"{source or name}: expected model {name} to generate finite, non-negative "
+                    f"voxel energies, found {len(bad)} showers still invalid after {tries} "
+                    f"re-draws (e.g. at E_inc {e[bad[0]]:.6g} MeV); the model is broken "
+                    f"(retrain it, e.g. with a lower lr or grad_clip)")
+
+
 def sample_batches(model: torch.nn.Module, e_inc: np.ndarray, batch_size: int,
-                   progress: bool = False, compile: bool = False):
+                   progress: bool = False, compile: bool = False,
+                   stats: dict | None = None, source: object = None):
     """Yield ``(e_inc chunk, showers chunk (numpy, MeV), sampling seconds)`` per batch.
+
+    Showers with NaN, inf or negative voxels are drawn again (:func:`redraw_invalid`); their
+    number is added to ``stats["redrawn"]`` when ``stats`` is given.
 
     ``compile``: sample through ``model.compiled_sampler()`` (torch.compile of the model's
     one-pass parts, see :meth:`~caloforge.models.base.GeneratorModel.compiled_sampler`); every
@@ -113,9 +186,13 @@ def sample_batches(model: torch.nn.Module, e_inc: np.ndarray, batch_size: int,
             t0 = time.perf_counter()
             with torch.inference_mode():
                 s = sampler(torch.as_tensor(padded, dtype=torch.float64))[:len(e)]
+            s = s.detach().to("cpu", torch.float32).numpy()
+            s, redrawn = redraw_invalid(model, e, s, source)
+            if stats is not None:
+                stats["redrawn"] = stats.get("redrawn", 0) + redrawn
             _sync(device)
             dt = time.perf_counter() - t0
-            yield e, s.detach().to("cpu", torch.float32).numpy(), dt
+            yield e, s, dt
             bar.update(len(e))
 
 
@@ -140,10 +217,12 @@ def generate_to_file(model: torch.nn.Module, e_inc: np.ndarray, path: str | os.P
     sample_s = 0.0
     attrs = {"generator": str(getattr(model, "name", type(model).__name__)), "seed": seed,
              **(attrs or {})}
+    stats: dict = {}
     with ShowerWriter(path, model.geometry, overwrite=overwrite, attrs=attrs,
                       chunk_rows=min(batch_size, 1000)) as writer:
-        for e, s, dt in sample_batches(model, e_inc, batch_size, progress, compile):
+        for e, s, dt in sample_batches(model, e_inc, batch_size, progress, compile, stats,
+                                       source=attrs.get("checkpoint")):
             sample_s += dt
             writer.append(e, s)
     return GenerationResult(Path(path), len(e_inc), batch_size, sample_s,
-                            time.perf_counter() - t_start)
+                            time.perf_counter() - t_start, stats.get("redrawn", 0))

@@ -22,6 +22,8 @@ import csv
 import dataclasses
 import math
 import os
+import re
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,7 +34,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from caloforge.atomic import atomic_path
-from caloforge.errors import ConfigError
+from caloforge.errors import ConfigError, DataError
 
 LossFn = Callable[[nn.Module, tuple[Tensor, ...]], Tensor]
 History = dict[str, list[float]]
@@ -139,9 +141,11 @@ class TrainConfig:
             raise bad("patience", "a positive integer")
         if self.dtype not in ("float32", "float64"):
             raise bad("dtype", "'float32' or 'float64'")
-        if not isinstance(self.device, str) or not (
-                self.device == "auto" or self.device.startswith(("cpu", "cuda"))):
+        if not isinstance(self.device, str) or not _DEVICE_RE.match(self.device):
             raise bad("device", "'auto', 'cpu' or 'cuda[:i]'")
+        problem = device_problem(self.device)
+        if problem:
+            raise bad("device", problem)
         if not is_int(self.seed):
             raise bad("seed", "an integer")
         if not isinstance(self.progress, bool):
@@ -164,6 +168,21 @@ class TrainConfig:
 
 
 _FLOAT_FIELDS = ("lr", "weight_decay", "max_lr", "grad_clip")
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def device_problem(device: str) -> str | None:
+    """What is wrong with ``device`` on this machine (None: usable). ``device`` is ``auto``,
+    ``cpu`` or ``cuda[:i]``; a CUDA device must exist here."""
+    if not _DEVICE_RE.match(device):
+        return "'auto', 'cpu' or 'cuda[:i]'"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            return "an available device ('auto' or 'cpu': this machine has no CUDA GPU)"
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            return f"a CUDA device index < {torch.cuda.device_count()}"
+    return None
 
 
 def dist_info() -> tuple[int, int]:
@@ -196,9 +215,88 @@ def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: in
     return None
 
 
-def _save(obj: Any, path: Path) -> None:
+def _save(obj: Any, path: Path, keep_previous: bool = False) -> None:
+    """Write ``obj`` to ``path`` atomically; with ``keep_previous`` the file it replaces is
+    kept as ``{stem}.prev.pt`` (the fallback when the newest checkpoint is damaged)."""
     with atomic_path(path, overwrite=True) as tmp:
         torch.save(obj, tmp)
+        if keep_previous and path.exists():
+            os.replace(path, previous_path(path))
+
+
+def previous_path(path: Path) -> Path:
+    """``last.pt`` -> ``last.prev.pt``: the checkpoint before the newest one."""
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+_RESUME_KEYS = ("module", "optimizer", "epoch", "best", "bad_epochs", "best_state", "history")
+
+
+def _read_checkpoint(path: Path, device: torch.device, keys: Sequence[str]) -> dict[str, Any]:
+    """``torch.load`` of a trainer checkpoint; any damage -> :class:`DataError` (one line)."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for damaged files
+        raise DataError(f"{path}: expected a readable checkpoint, found damaged data "
+                        f"({type(exc).__name__})") from None
+    if not isinstance(state, dict) or any(k not in state for k in keys):
+        found = (f"keys {', '.join(map(str, list(state)[:8])) or 'none'}"
+                 if isinstance(state, dict) else type(state).__name__)
+        raise DataError(f"{path}: expected a caloforge trainer checkpoint with "
+                        f"{', '.join(keys)}, found {found}")
+    return state
+
+
+def load_resume_state(last_path: Path, device: torch.device) -> dict[str, Any] | None:
+    """The newest readable resume checkpoint: ``last_path``, else ``last.prev.pt`` (saying so
+    on stderr); None when there is none or none is readable (then the stage starts again
+    from epoch 1, also said on stderr)."""
+    problems = []
+    for path in (last_path, previous_path(last_path)):
+        if not path.exists():
+            continue
+        try:
+            state = _read_checkpoint(path, device, _RESUME_KEYS)
+        except DataError as exc:
+            problems.append(str(exc))
+            continue
+        if problems:
+            print(f"caloforge: {problems[0]}; resuming from the previous checkpoint {path} "
+                  f"(epoch {state['epoch']})", file=sys.stderr)
+        return state
+    if problems:
+        print(f"caloforge: {problems[0]} and no readable {previous_path(last_path).name}; "
+              f"training this stage again from epoch 1", file=sys.stderr)
+    return None
+
+
+def _load_into(target: Any, state: Any, path: Path, field: str) -> None:
+    """``target.load_state_dict(state)``; a mismatch (the recipe changed since the checkpoint
+    was written) -> one-line :class:`ConfigError`."""
+    try:
+        target.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        first = " ".join(str(exc).split())[:160]
+        raise ConfigError(f"{path}[{field}]: expected the parameters of the model this recipe "
+                          f"builds, found a different architecture ({first}); the recipe, model "
+                          f"or data changed since this run started (use a new -o)") from None
+
+
+def _fast_forward(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int,
+                  done: int):
+    """A fresh scheduler for ``cfg`` (the new total) advanced by ``done`` optimiser steps."""
+    import warnings
+
+    sched = _scheduler(opt, cfg, steps_per_epoch)
+    if sched is None:
+        return None
+    total = getattr(sched, "total_steps", None)
+    done = min(done, total - 1) if total else done
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "step() before optimizer.step()"
+        for _ in range(max(done, 0)):
+            sched.step()
+    return sched
 
 
 def _write_csv(path: Path, history: History) -> None:
@@ -252,9 +350,14 @@ def fit(module: nn.Module, loss_fn: LossFn, train: Sequence[Tensor],
     final_path = run_dir / f"{tag}final.pt" if run_dir else None
 
     if resume and final_path is not None and final_path.exists():
-        state = torch.load(final_path, map_location=device, weights_only=False)
-        module.load_state_dict(state["module"])
-        return state["history"]
+        try:
+            state = _read_checkpoint(final_path, device, ("module", "history"))
+        except DataError as exc:  # rebuilt below from last.pt
+            if rank == 0:
+                print(f"caloforge: {exc}; rebuilding it from {last_path.name}", file=sys.stderr)
+        else:
+            _load_into(module, state["module"], final_path, "module")
+            return state["history"]
 
     def cast(t: Tensor) -> Tensor:
         return t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype)
@@ -279,12 +382,19 @@ def fit(module: nn.Module, loss_fn: LossFn, train: Sequence[Tensor],
     start_epoch, best, best_state, bad_epochs = 0, math.inf, None, 0
     state: dict[str, Any] = {}
 
-    if resume and last_path is not None and last_path.exists():
-        state = torch.load(last_path, map_location=device, weights_only=False)
-        module.load_state_dict(state["module"])
-        opt.load_state_dict(state["optimizer"])
-        if sched is not None and state.get("scheduler") is not None:
-            sched.load_state_dict(state["scheduler"])
+    loaded = load_resume_state(last_path, device) if resume and last_path is not None else None
+    if loaded is not None:
+        state = loaded
+        _load_into(module, state["module"], last_path, "module")
+        _load_into(opt, state["optimizer"], last_path, "optimizer")
+        saved = state.get("scheduler")
+        same = (state.get("scheduler_kind", cfg.scheduler) == cfg.scheduler
+                and (sched is None or getattr(sched, "total_steps", None) is None
+                     or (saved or {}).get("total_steps") == sched.total_steps))
+        if sched is not None and saved is not None and same:
+            sched.load_state_dict(saved)
+        elif sched is not None:  # --epochs, data size or schedule changed: new total
+            sched = _fast_forward(opt, cfg, steps, state["epoch"] * steps)
         start_epoch, best, bad_epochs = state["epoch"], state["best"], state["bad_epochs"]
         best_state, history = state["best_state"], state["history"]
         if cfg.patience is not None and bad_epochs >= cfg.patience:
@@ -373,11 +483,13 @@ def fit(module: nn.Module, loss_fn: LossFn, train: Sequence[Tensor],
         if last_path is not None and rank == 0:
             _save({"module": module.state_dict(), "optimizer": opt.state_dict(),
                    "scheduler": sched.state_dict() if sched is not None else None,
+                   "scheduler_kind": cfg.scheduler,
                    "epoch": epoch + 1, "best": best, "bad_epochs": bad_epochs,
                    "best_state": best_state, "history": history,
                    "rng": {"batch_order": gen.get_state(), "torch": torch.get_rng_state(),
                            "cuda": (torch.cuda.get_rng_state_all()
-                                    if torch.cuda.is_available() else None)}}, last_path)
+                                    if torch.cuda.is_available() else None)}}, last_path,
+                  keep_previous=True)
             _write_csv(run_dir / f"{tag}metrics.csv", history)
         if stop:
             if rank == 0 and cfg.progress:

@@ -34,27 +34,36 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from caloforge.atomic import check_writable
-    from caloforge.errors import ConfigError
-    from caloforge.generation import energies_from_file, generate_to_file, official_energies
+    from caloforge.data import inspect
+    from caloforge.errors import ConfigError, GeometryError
+    from caloforge.generation import (
+        check_energy_range,
+        energies_from_file,
+        generate_to_file,
+        official_energies,
+    )
     from caloforge.models.base import load_model
+    from caloforge.training import device_problem
 
     if args.n is not None and args.n < 1:
         raise ConfigError(f"-n: expected a positive number of showers, found {args.n}")
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size: expected a positive integer, found {args.batch_size}")
     device = args.device
+    if device_problem(device):
+        raise ConfigError(f"--device: expected {device_problem(device)}, found {device!r}")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif not device.startswith(("cpu", "cuda")):
-        raise ConfigError(f"--device: expected auto, cpu or cuda[:i], found {device!r}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device: expected an available device, found {device!r} "
-                          f"but no CUDA GPU")
     check_writable(args.output, args.overwrite)
     model = load_model(args.checkpoint, map_location=device).to(device)
     model.eval()
     geo = model.geometry
     if args.energies_from is not None:
+        info = inspect(args.energies_from)
+        if info.geometry.name != geo.name or info.n_voxels != geo.n_voxels:
+            raise GeometryError(f"{args.energies_from}: expected showers of the checkpoint's "
+                                f"geometry {geo.name} ({geo.n_voxels} voxels), found "
+                                f"{info.geometry.name} ({info.n_voxels} voxels)")
         e_inc = energies_from_file(args.energies_from, args.n)
         source = args.energies_from
     else:
@@ -64,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
                               f"found {dataset!r}")
         e_inc = official_energies(dataset, n=args.n, seed=args.seed)
         source = f"official {dataset} energies"
+    check_energy_range(e_inc, model, source if args.energies_from else "--dataset",
+                       args.checkpoint)
     res = generate_to_file(model, e_inc, args.output, batch_size=args.batch_size,
                            seed=args.seed, overwrite=args.overwrite, progress=not args.quiet,
                            attrs={"checkpoint": str(args.checkpoint)}, compile=args.compile)
@@ -71,5 +82,8 @@ def run(args: argparse.Namespace) -> int:
           f"in {res.total_seconds:.2f} s")
     print(f"time per shower: {res.ms_per_shower:.4f} ms (sampling only, batch size "
           f"{res.batch_size}{', compiled, including compile time' if args.compile else ''})")
+    if res.redrawn:
+        print(f"re-drew {res.redrawn} of {res.n} showers that held NaN, inf or negative "
+              f"voxels")
     print(f"wrote {res.path}")
     return 0

@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from caloforge.geometry import DATASETS
     from caloforge.models import model_class
     from caloforge.models.base import load_model
+    from caloforge.training import device_problem
 
     config = load_config(args.config)
     src = config["_source"]
@@ -62,9 +63,15 @@ def run(args: argparse.Namespace) -> int:
                           f"{dataset!r}")
     if args.epochs is not None and args.epochs < 1:
         raise ConfigError(f"--epochs: expected a positive integer, found {args.epochs}")
-    if args.device is not None and not (args.device == "auto"
-                                        or args.device.startswith(("cpu", "cuda"))):
-        raise ConfigError(f"--device: expected auto, cpu or cuda[:i], found {args.device!r}")
+    if args.device is not None and device_problem(args.device):
+        raise ConfigError(f"--device: expected {device_problem(args.device)}, found "
+                          f"{args.device!r}")
+    if args.teacher is not None and args.model != "caloflow-student":
+        raise ConfigError(f"--teacher: expected no teacher for {args.model} (only "
+                          f"caloflow-student takes one), found {args.teacher}")
+    if args.teacher is None and args.model == "caloflow-student":
+        raise ConfigError("--teacher: expected the trained caloflow teacher RUN_DIR/model.pt "
+                          "of a caloflow-student, found none")
     run_dir = Path(args.output)
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"{run_dir}: expected a run directory, found a file")
@@ -84,7 +91,12 @@ def run(args: argparse.Namespace) -> int:
         train = data.subset(np.sort(perm[n_val:]))
         val = data.subset(np.sort(perm[:n_val])) if n_val else None
     if len(train) == 0:
-        raise ConfigError(f"{args.data}[showers]: expected training showers, found none")
+        raise ConfigError(f"{args.data}[showers]: expected training showers, found none "
+                          f"({len(data)} rows in the file)")
+    for name, part in ((args.data, data), (args.val, val if args.val is not None else None)):
+        if part is not None and len(part) and not part.showers.any():
+            raise ConfigError(f"{name}[showers]: expected showers with deposited energy, found "
+                              f"all {len(part)} showers empty (every voxel 0)")
 
     config = override_training(config, device=args.device, seed=args.seed)
     config.setdefault("model", args.model)
@@ -94,13 +106,22 @@ def run(args: argparse.Namespace) -> int:
     if args.teacher is not None:
         options["teacher"] = load_model(args.teacher)
     model = model_class(args.model)(geometry, config)
+    recipe = {k: v for k, v in config.items() if k != "_source"}
+    if args.resume:
+        _check_same_run(run_dir, recipe, src)
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(run_dir / "config.yaml", overwrite=True) as tmp:
-        tmp.write_text(yaml.safe_dump({k: v for k, v in config.items() if k != "_source"},
-                                      sort_keys=False))
-    history = model.fit(train, val, run_dir, resume=args.resume, epochs=args.epochs,
-                        progress=not args.quiet, **options)
+    try:
+        with atomic_path(run_dir / "config.yaml", overwrite=True) as tmp:
+            tmp.write_text(yaml.safe_dump(recipe, sort_keys=False))
+        history = model.fit(train, val, run_dir, resume=args.resume, epochs=args.epochs,
+                            progress=not args.quiet, **options)
+    except BaseException:
+        if created:  # a run that never trained an epoch leaves no directory behind
+            _remove_if_unstarted(run_dir)
+        raise
     model.eval()
+    model.trained_e_inc = (float(train.e_inc.min()), float(train.e_inc.max()))
     path = model.save(run_dir / "model.pt")
     _ensure_last(run_dir)
     last = {k: v[-1] for k, v in (history or {}).items() if isinstance(v, list) and v}
@@ -112,9 +133,62 @@ def run(args: argparse.Namespace) -> int:
 
 def _ensure_last(run_dir) -> None:
     """Multi-stage models write ``{stage}last.pt``; expose the newest one as ``last.pt``."""
+    from caloforge.atomic import atomic_path
+
     last = run_dir / "last.pt"
     if last.exists():
         return
     stages = sorted(run_dir.glob("*last.pt"), key=lambda p: p.stat().st_mtime)
     if stages:
-        shutil.copyfile(stages[-1], last)
+        with atomic_path(last, overwrite=True) as tmp:
+            shutil.copyfile(stages[-1], tmp)
+
+
+#: Recipe keys that may change when a run is resumed (everything else builds the model).
+_RESUMABLE = ("training", "description")
+
+
+def _check_same_run(run_dir: Path, recipe: dict, source: str) -> None:
+    """With ``--resume``: the model, geometry and architecture must be the run's own
+    (``RUN_DIR/config.yaml``); only ``training`` options may change."""
+    import yaml
+
+    from caloforge.errors import ConfigError
+
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.is_file():
+        return  # nothing to compare; the checkpoints' shapes are checked when loaded
+    try:
+        saved = yaml.safe_load(saved_path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        saved = None
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{saved_path}: expected the run's recipe (a YAML mapping), found "
+                          f"unreadable data (use a new -o)")
+    new = yaml.safe_load(yaml.safe_dump(recipe))  # the same normal form as the saved file
+    for key in sorted(set(saved) | set(new), key=str):
+        if key in _RESUMABLE or saved.get(key) == new.get(key):
+            continue
+        what = {"model": "--model", "dataset": "the data's geometry"}.get(key, f"{source}[{key}]")
+        raise ConfigError(f"{saved_path}[{key}]: expected {saved.get(key)!r} (this run's "
+                          f"{key}) to resume, found {new.get(key)!r} from {what} (resume with "
+                          f"the run's own recipe, or use a new -o)")
+
+
+def _remove_if_unstarted(run_dir: Path) -> None:
+    """Delete ``run_dir`` if it holds nothing but this run's ``config.yaml`` (and temporary
+    files): the run failed before its first checkpoint."""
+    from caloforge.atomic import clean_stale
+
+    clean_stale(run_dir)
+    try:
+        names = {p.name for p in run_dir.iterdir()}
+    except OSError:
+        return
+    if names <= {"config.yaml"}:
+        for name in names:
+            (run_dir / name).unlink(missing_ok=True)
+        try:
+            run_dir.rmdir()
+        except OSError:
+            pass

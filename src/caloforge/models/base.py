@@ -29,7 +29,7 @@ from torch import nn
 
 from caloforge.atomic import atomic_path
 from caloforge.data import ShowerSet
-from caloforge.errors import DataError
+from caloforge.errors import CaloforgeError, DataError
 from caloforge.geometry import Geometry
 
 
@@ -77,7 +77,8 @@ class GeneratorModel(nn.Module, abc.ABC):
         from caloforge import __version__
 
         return {"model": self.name, "config": self.config, "geometry": self.geometry.to_dict(),
-                "state_dict": self.state_dict(), "caloforge_version": __version__}
+                "state_dict": self.state_dict(), "caloforge_version": __version__,
+                "trained_e_inc": getattr(self, "trained_e_inc", None)}
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the checkpoint atomically (replaces an existing file)."""
@@ -107,8 +108,21 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     if not isinstance(ckpt, dict) or "model" not in ckpt or "state_dict" not in ckpt:
         raise DataError(f"{path}[model]: expected a caloforge model checkpoint, found "
                         f"{type(ckpt).__name__} without 'model'/'state_dict'")
-    cls = model_class(ckpt["model"])
-    model = cls(Geometry.from_dict(ckpt["geometry"]), ckpt["config"])
-    model.load_state_dict(ckpt["state_dict"])
+    try:
+        cls = model_class(ckpt["model"])
+        model = cls(Geometry.from_dict(ckpt["geometry"]), ckpt["config"])
+        model.load_state_dict(ckpt["state_dict"])
+    except CaloforgeError as exc:
+        raise DataError(f"{path}: expected a loadable caloforge checkpoint, found "
+                        f"{' '.join(str(exc).split())}") from None
+    except Exception as exc:  # noqa: BLE001 - a damaged or foreign dictionary
+        msg = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise DataError(f"{path}[state_dict]: expected a loadable caloforge checkpoint, found "
+                        f"{type(exc).__name__} ({msg})") from None
+    try:
+        lo, hi = (float(v) for v in ckpt.get("trained_e_inc"))
+        model.trained_e_inc = (lo, hi)
+    except (TypeError, ValueError):  # not recorded (older checkpoints)
+        model.trained_e_inc = None
     model.eval()
     return model
