@@ -11,7 +11,7 @@ output is only replaced when the caller says so:
 * **inputs are never outputs**: paths registered with :func:`protect_inputs` (the CLI
   registers every input file of a command) are refused as outputs, ``overwrite`` or not.
 * **no debris**: the temporary file ``.NAME.PID.tmp`` is removed on any exception, on
-  SIGINT and on SIGTERM (see :func:`install_signal_handlers`); those of processes that died
+  SIGINT and on SIGTERM (see :func:`signal_cleanup`); those of processes that died
   harder (SIGKILL, power loss) are removed by the next write into the same directory.
 """
 
@@ -47,12 +47,21 @@ def _raise_terminated(signum: int, frame: object) -> None:
     raise Terminated(f"signal {signum}")
 
 
-def install_signal_handlers() -> None:
-    """Turn SIGTERM into :class:`Terminated` (SIGINT already raises KeyboardInterrupt), so that
-    a terminated command removes its temporary files. Only from the main thread."""
+@contextlib.contextmanager
+def signal_cleanup() -> Iterator[None]:
+    """While the block runs, SIGTERM raises :class:`Terminated` (SIGINT already raises
+    KeyboardInterrupt), so that a terminated command removes its temporary files; the
+    previous handler is restored afterwards. A no-op outside the main thread."""
+    previous = None
     if threading.current_thread() is threading.main_thread():
         with contextlib.suppress(ValueError, OSError):
-            signal.signal(signal.SIGTERM, _raise_terminated)
+            previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(signal.SIGTERM, previous)
 
 
 def _key(path: str | os.PathLike) -> str:

@@ -17,7 +17,7 @@ import sys
 from typing import NoReturn
 
 from caloforge import __version__
-from caloforge.atomic import Terminated, install_signal_handlers, protect_inputs
+from caloforge.atomic import Terminated, protect_inputs, signal_cleanup
 from caloforge.errors import CaloforgeError
 
 
@@ -65,10 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0
-    install_signal_handlers()
     inputs = [getattr(args, name, None) for name in INPUT_ARGS]
     try:
-        with protect_inputs(v for v in inputs if isinstance(v, str)):
+        with signal_cleanup(), protect_inputs(v for v in inputs if isinstance(v, str)):
             return int(args._run(args) or 0)
     except CaloforgeError as exc:
         print(f"caloforge {args.command}: error: {_one_line(exc)}", file=sys.stderr)

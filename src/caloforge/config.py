@@ -20,6 +20,7 @@ stage.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -114,3 +115,92 @@ def override_training(config: dict[str, Any], **fields: Any) -> dict[str, Any]:
         training.update(fields)
     config["training"] = training
     return config
+
+
+#: Integer keys that may be 0 (or any integer, for seeds); every other integer must be >= 1.
+_INT_MIN = {"seed": None, "noise_seed": None, "embedding": 0}
+#: Float keys that must be > 0 (every other float must be >= 0); ``dropout`` must be < 1.
+_FLOAT_POSITIVE = ("bound", "alpha", "u0_max", "layer_eps", "logit_alpha", "u_scale",
+                   "max_voxel_mev")
+
+
+def check_values(given: Any, defaults: dict[str, Any], where: str,
+                 skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``defaults`` updated with the mapping ``given``, checked at every nesting level.
+
+    Unknown keys are refused, and each value must have the type of its default: mappings
+    (checked recursively), ``hidden`` (a non-empty list of positive integers), ``k`` (two
+    integers 1 <= k_min <= k_max), booleans, integers (>= 1 unless a seed or
+    ``embedding``), numbers (finite, >= 0; > 0 for scales and bounds; ``dropout`` < 1) and
+    strings. Keys in ``skip`` are left to the caller.
+
+    Args:
+        given: The recipe's section (None: all defaults).
+        defaults: The section's defaults (its keys are the allowed keys).
+        where: ``file[section]`` prefix of the messages, e.g. ``configs/x.yaml[flow]``.
+
+    Raises:
+        ConfigError: one line naming the file, the key, what was expected and what was found.
+    """
+    import copy
+
+    if given is None:
+        given = {}
+    if not isinstance(given, dict):
+        raise ConfigError(f"{where}: expected a mapping, found {type(given).__name__}")
+    out = copy.deepcopy(defaults)
+    file, _, sect = where.partition("[")
+    sect = sect.rstrip("]")
+    for key, val in given.items():
+        w = f"{file}[{sect + '.' if sect else ''}{key}]"
+        if key not in defaults:
+            raise ConfigError(f"{w}: expected one of {', '.join(map(str, defaults))}, found "
+                              f"unknown key {key!r}")
+        out[key] = val
+        if key in skip:
+            continue
+        ref = defaults[key]
+        if isinstance(ref, dict):
+            out[key] = check_values(val, ref, w)
+        elif key == "hidden":
+            if not (isinstance(val, list | tuple) and len(val) > 0 and all(
+                    isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in val)):
+                raise ConfigError(f"{w}: expected a non-empty list of positive integers, "
+                                  f"found {val!r}")
+            out[key] = [int(h) for h in val]
+        elif key == "k":
+            if not (isinstance(val, list | tuple) and len(val) == 2
+                    and all(isinstance(h, int) and not isinstance(h, bool) for h in val)
+                    and 1 <= val[0] <= val[1]):
+                raise ConfigError(f"{w}: expected [k_min, k_max] with 1 <= k_min <= k_max, "
+                                  f"found {val!r}")
+        elif isinstance(ref, bool):
+            if not isinstance(val, bool):
+                raise ConfigError(f"{w}: expected true or false, found {val!r}")
+        elif isinstance(ref, int):
+            low = _INT_MIN.get(key, 1)
+            if (not isinstance(val, int) or isinstance(val, bool)
+                    or (low is not None and val < low)):
+                want = "an integer" if low is None else f"an integer >= {low}"
+                raise ConfigError(f"{w}: expected {want}, found {val!r}")
+        elif isinstance(ref, float):
+            if isinstance(val, str):  # YAML reads 1e-3 (no dot) as a string
+                try:
+                    val = float(val)
+                except ValueError:
+                    pass
+            ok = (isinstance(val, int | float) and not isinstance(val, bool)
+                  and math.isfinite(val) and val >= 0)
+            if ok and key in _FLOAT_POSITIVE:
+                ok = val > 0
+            if ok and key == "dropout":
+                ok = val < 1
+            if not ok:
+                rng = ("a number in [0, 1)" if key == "dropout" else "a number > 0"
+                       if key in _FLOAT_POSITIVE else "a finite number >= 0")
+                raise ConfigError(f"{w}: expected {rng}, found {val!r}")
+            out[key] = float(val)
+        elif isinstance(ref, str):
+            if not isinstance(val, str):
+                raise ConfigError(f"{w}: expected a string, found {val!r}")
+    return out

@@ -123,15 +123,20 @@ def split(s: ShowerSet, fractions: Sequence[float] = (0.8, 0.1, 0.1),
 
 
 def validate(e_inc: np.ndarray, showers: np.ndarray, path: object = None, offset: int = 0,
-             clip_negative: bool = False) -> np.ndarray:
+             clip_negative: bool = False, fields: tuple[str, str] = ("incident_energies",
+                                                                     "showers")) -> np.ndarray:
     """Check one chunk of values; return the showers (clipped at 0 when asked).
 
     The common case (all values valid) costs one pass over the chunk and allocates nothing
     (see :func:`_plainly_valid`); the offending row and voxel are only searched for on failure.
 
+    ``fields`` names the energy and voxel datasets in messages (CaloGAN: ``energy`` and
+    ``layer_i``).
+
     Raises:
         DataError: NaN/inf anywhere, E_inc <= 0, or a negative voxel (unless ``clip_negative``).
     """
+    e_field, s_field = fields
     e_inc = np.asarray(e_inc)
     if e_inc.size:
         e_min, e_max = e_inc.min(), e_inc.max()
@@ -139,23 +144,23 @@ def validate(e_inc: np.ndarray, showers: np.ndarray, path: object = None, offset
             bad = ~np.isfinite(e_inc)
             if bad.any():
                 i = int(np.argmax(bad))
-                raise DataError(f"{where(path, 'incident_energies')}: expected finite energies, "
+                raise DataError(f"{where(path, e_field)}: expected finite energies, "
                                 f"found {e_inc.flat[i]} at row {offset + i}")
             i = int(np.argmax(e_inc.reshape(-1) <= 0))
-            raise DataError(f"{where(path, 'incident_energies')}: expected E_inc > 0 MeV, "
+            raise DataError(f"{where(path, e_field)}: expected E_inc > 0, "
                             f"found {e_inc.flat[i]} at row {offset + i}")
     if not showers.size or _plainly_valid(showers):
         return showers
     lo, hi = showers.min(), showers.max()
     if not (np.isfinite(lo) and np.isfinite(hi)):
         r, c = np.argwhere(~np.isfinite(showers))[0]
-        raise DataError(f"{where(path, 'showers')}: expected finite voxel energies, found "
+        raise DataError(f"{where(path, s_field)}: expected finite voxel energies, found "
                         f"{showers[r, c]} at row {offset + r}, voxel {c}")
     if lo < 0:
         if clip_negative:
             return np.maximum(showers, 0, dtype=showers.dtype)
         r, c = np.argwhere(showers < 0)[0]
-        raise DataError(f"{where(path, 'showers')}: expected voxel energies >= 0, found "
+        raise DataError(f"{where(path, s_field)}: expected voxel energies >= 0, found "
                         f"{showers[r, c]} at row {offset + r}, voxel {c} "
                         f"(use --clip-negative to set them to 0)")
     return showers
@@ -353,12 +358,17 @@ def _read_rows(fh: h5py.File, info: FileInfo, start: int, stop: int,
                     block[...] = checked
                 lo = hi
         else:
-            e = np.asarray(fh["energy"][start:stop], dtype=np.float64).reshape(-1) * 1000.0
+            e = np.asarray(fh["energy"][start:stop], dtype=np.float64).reshape(-1)
+            validate(e, out[:0], info.path, start, fields=("energy", "showers"))  # GeV
+            e = e * 1000.0
             for i, k in enumerate(CALOGAN_KEYS):
-                out[:, info.geometry.layer_slice(i)] = fh[k][start:stop].reshape(n, -1)
-            checked = validate(e, out, info.path, start, clip_negative)
-            if checked is not out:
-                out[...] = checked
+                layer = out[:, info.geometry.layer_slice(i)]
+                layer[...] = fh[k][start:stop].reshape(n, -1)
+                # messages name the file's own dataset, and the voxel index within the layer
+                checked = validate(e[:0], layer, info.path, start, clip_negative,
+                                   fields=("energy", k))
+                if checked is not layer:
+                    layer[...] = checked
     return e, out
 
 

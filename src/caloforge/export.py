@@ -41,6 +41,21 @@ class _Sampler(nn.Module):
         return self.model.from_noise(noise, e_inc)
 
 
+#: Opsets the export accepts: the samplers use ``unflatten`` (ONNX opset 13) and the
+#: TorchScript exporter writes opsets up to 20.
+MIN_OPSET = 13
+MAX_OPSET = 20
+
+
+def check_opset(opset: object) -> int:
+    """``opset`` if the export can write it, else :class:`ConfigError` (one line)."""
+    if isinstance(opset, bool) or not isinstance(opset, int) or not (
+            MIN_OPSET <= opset <= MAX_OPSET):
+        raise ConfigError(f"--opset: expected an ONNX opset {MIN_OPSET}..{MAX_OPSET} (the "
+                          f"samplers need {MIN_OPSET} or newer), found {opset!r}")
+    return opset
+
+
 def exportable(model: GeneratorModel) -> bool:
     """Whether ``model`` has the deterministic sampler the export needs."""
     return hasattr(model, "from_noise") and hasattr(model, "noise_dim")
@@ -55,6 +70,7 @@ def export_onnx(model: GeneratorModel, path: str | os.PathLike, *, opset: int = 
         ConfigError: the model has no deterministic sampler (e.g. the MAF teacher, whose
             inverse would unroll hundreds of sequential passes).
     """
+    check_opset(opset)
     if not exportable(model):
         raise ConfigError(f"--checkpoint: expected a model with a one-pass sampler "
                           f"(caloinn), found {model.name!r}")

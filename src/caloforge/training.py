@@ -95,7 +95,7 @@ class TrainConfig:
         names = {f.name: f for f in dataclasses.fields(cls)}
         for k in d:
             if k not in names:
-                raise ConfigError(f"{source}[{k}]: expected one of {', '.join(names)}, found "
+                raise ConfigError(f"{_at(source, k)}: expected one of {', '.join(names)}, found "
                                   f"unknown key {k!r}")
         for k in _FLOAT_FIELDS:  # YAML reads "1e-3" (no dot) as a string
             if isinstance(d.get(k), str):
@@ -109,7 +109,7 @@ class TrainConfig:
 
     def validate(self, source: str = "config") -> None:
         def bad(field: str, expected: str) -> ConfigError:
-            return ConfigError(f"{source}[{field}]: expected {expected}, found "
+            return ConfigError(f"{_at(source, field)}: expected {expected}, found "
                                f"{getattr(self, field)!r}")
 
         def is_int(v: object) -> bool:
@@ -168,6 +168,11 @@ class TrainConfig:
 
 
 _FLOAT_FIELDS = ("lr", "weight_decay", "max_lr", "grad_clip")
+
+
+def _at(source: str, field: str) -> str:
+    """``file[training]`` + ``lr`` -> ``file[training.lr]``; ``config`` -> ``config[lr]``."""
+    return f"{source[:-1]}.{field}]" if source.endswith("]") else f"{source}[{field}]"
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 

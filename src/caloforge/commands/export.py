@@ -18,11 +18,16 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from caloforge.atomic import check_writable
-    from caloforge.export import check_onnx, export_onnx
+    from caloforge.errors import ConfigError
+    from caloforge.export import check_onnx, check_opset, export_onnx, exportable
     from caloforge.models.base import load_model
 
+    check_opset(args.opset)
     check_writable(args.output, args.overwrite)
     model = load_model(args.checkpoint)
+    if not exportable(model):
+        raise ConfigError(f"{args.checkpoint}[model]: expected a model with a one-pass sampler "
+                          f"(caloinn), found {model.name!r}, which cannot be exported")
     path = export_onnx(model, args.output, opset=args.opset, overwrite=args.overwrite)
     print(f"wrote {path}: inputs noise (N, {model.noise_dim}) float32 and e_inc (N,) MeV, "
           f"output showers (N, {model.geometry.n_voxels}) MeV")

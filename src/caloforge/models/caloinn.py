@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from caloforge import preprocessing as pp
-from caloforge.config import section, train_config
+from caloforge.config import check_values, section, train_config
 from caloforge.data import ShowerSet
 from caloforge.errors import ConfigError
 from caloforge.flows import ContextEmbedding, CouplingRQSFlow
@@ -58,12 +58,9 @@ PREP_DEFAULTS: dict[str, Any] = {
 
 
 def _merged(config: dict[str, Any], name: str, defaults: dict[str, Any]) -> dict[str, Any]:
-    given = section(config, name)
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise ConfigError(f"{config.get('_source', 'config')}[{name}.{unknown[0]}]: expected one "
-                          f"of {', '.join(defaults)}, found unknown key {unknown[0]!r}")
-    return {**defaults, **given}
+    """``defaults`` updated with ``config[name]``, every key and value checked."""
+    return check_values(section(config, name), defaults, f"{config.get('_source', 'config')}"
+                                                          f"[{name}]")
 
 
 class CaloINN(GeneratorModel):

@@ -55,6 +55,7 @@ import torch
 from torch import Tensor, nn
 
 from caloforge import preprocessing as pp
+from caloforge.config import check_values
 from caloforge.data import ShowerSet
 from caloforge.errors import ConfigError
 from caloforge.geometry import Geometry
@@ -83,8 +84,8 @@ DEFAULTS: dict[str, Any] = {
     "latent_encoding": "mean",
     "latent_noise": 0.0,
     "threshold_mev": 0.01,
-    "latent_flow": {"transforms": 4, "bins": 8, "hidden": [256, 256, 256], "residual": True,
-                    "bound": 5.0},
+    "latent_flow": {"type": "coupling", "transforms": 4, "bins": 8, "hidden": [256, 256, 256],
+                    "residual": True, "bound": 5.0},
     "energy_flow": {"type": "coupling", "transforms": 4, "bins": 8, "hidden": [128, 128, 128],
                     "residual": True, "bound": 5.0},
     "intrinsic_dim": {"n": 5000, "k": [5, 20]},
@@ -123,14 +124,15 @@ class _ZukoAutoregressive(nn.Module):
         return self.flow(c).sample()
 
 
-def _build_flow(features: int, context: int, cfg: dict[str, Any], seed: int) -> nn.Module:
+def _build_flow(features: int, context: int, cfg: dict[str, Any], seed: int,
+                where: str = "config[flow.type]") -> nn.Module:
     kind = cfg.get("type", "coupling")
     hidden = [int(h) for h in cfg.get("hidden", [256, 256])]
     if kind == "autoregressive":
         return _ZukoAutoregressive(features, context, int(cfg.get("transforms", 8)),
                                    int(cfg.get("bins", 8)), hidden)
     if kind != "coupling":
-        raise ConfigError(f"config[flow.type]: expected 'coupling' or 'autoregressive', found "
+        raise ConfigError(f"{where}: expected 'coupling' or 'autoregressive', found "
                           f"{kind!r}")
     from caloforge.flows.coupling import CouplingRQSFlow
 
@@ -159,24 +161,27 @@ class CaloMan(GeneratorModel):
     def __init__(self, geometry: Geometry, config: dict[str, Any]) -> None:
         super().__init__(geometry, config)
         allowed = set(self.defaults) | {"model", "dataset", "training", "description"}
+        src = self.src = str(self.config.get("_source", "config"))
         for k in self.config:
             if k not in allowed and not str(k).startswith("_"):
-                raise ConfigError(f"config[{k}]: expected one of {', '.join(sorted(allowed))}, "
+                raise ConfigError(f"{src}[{k}]: expected one of {', '.join(sorted(allowed))}, "
                                   f"found unknown key {k!r}")
-        cfg = _merged(self.config, self.defaults)
+        # every key and value at every nesting level (energy_flow.hidden, intrinsic_dim.k...)
+        cfg = check_values({k: v for k, v in self.config.items() if k in self.defaults},
+                           self.defaults, src, skip=("latent_dim",))
         self.cfg = cfg
         self.scheme = cfg["preprocessing"]
         if self.scheme not in SCHEMES:
-            raise ConfigError(f"config[preprocessing]: expected one of {', '.join(SCHEMES)}, "
+            raise ConfigError(f"{src}[preprocessing]: expected one of {', '.join(SCHEMES)}, "
                               f"found {self.scheme!r}")
         if cfg["autoencoder"] not in AE_KINDS:
-            raise ConfigError(f"config[autoencoder]: expected 'ae' or 'vae', found "
+            raise ConfigError(f"{src}[autoencoder]: expected 'ae' or 'vae', found "
                               f"{cfg['autoencoder']!r}")
         if cfg["decoder_noise"] not in NOISE_MODELS:
-            raise ConfigError(f"config[decoder_noise]: expected one of {', '.join(NOISE_MODELS)}"
+            raise ConfigError(f"{src}[decoder_noise]: expected one of {', '.join(NOISE_MODELS)}"
                               f", found {cfg['decoder_noise']!r}")
         if cfg["latent_encoding"] not in ("mean", "sample"):
-            raise ConfigError(f"config[latent_encoding]: expected 'mean' or 'sample', found "
+            raise ConfigError(f"{src}[latent_encoding]: expected 'mean' or 'sample', found "
                               f"{cfg['latent_encoding']!r}")
         self.n_layers = geometry.n_layers
         self.n_voxels = geometry.n_voxels
@@ -188,10 +193,11 @@ class CaloMan(GeneratorModel):
         self.x_norm = pp.Standardizer(self.n_voxels)
         if self.uses_energy_flow:
             if self.n_layers < 2:
-                raise ConfigError(f"config[preprocessing]: {self.scheme!r} needs >= 2 layers, "
+                raise ConfigError(f"{src}[preprocessing]: {self.scheme!r} needs >= 2 layers, "
                                   f"found {self.n_layers}")
             self.u_norm = pp.Standardizer(self.n_layers)
-            self.energy_flow = _build_flow(self.n_layers, 1, cfg["energy_flow"], seed=1)
+            self.energy_flow = _build_flow(self.n_layers, 1, cfg["energy_flow"], seed=1,
+                                           where=f"{src}[energy_flow.type]")
         self._build_latent(cfg["latent_dim"])
 
     # -- construction ---------------------------------------------------------------------------
@@ -201,14 +207,15 @@ class CaloMan(GeneratorModel):
         if latent == "auto":  # placeholder until fit() estimates it
             latent = 2
         if not isinstance(latent, int) or latent < 2:
-            raise ConfigError(f"config[latent_dim]: expected an integer >= 2 or 'auto', found "
-                              f"{latent!r}")
+            raise ConfigError(f"{self.src}[latent_dim]: expected an integer >= 2 or 'auto', "
+                              f"found {latent!r}")
         self.latent_dim = latent
         self.autoencoder = ConditionalAutoencoder(
             self.n_voxels, self.n_cond, latent, [int(h) for h in cfg["hidden"]],
             kind=cfg["autoencoder"], noise=cfg["decoder_noise"], beta=float(cfg["beta"]))
         self.z_norm = pp.Standardizer(latent)
-        self.latent_flow = _build_flow(latent, self.n_cond, cfg["latent_flow"], seed=2)
+        self.latent_flow = _build_flow(latent, self.n_cond, cfg["latent_flow"], seed=2,
+                                       where=f"{self.src}[latent_flow.type]")
 
     # -- preprocessing --------------------------------------------------------------------------
     def _layer_e(self, showers: Tensor) -> Tensor:
@@ -259,18 +266,18 @@ class CaloMan(GeneratorModel):
     def _train_config(self, stage: str, epochs: int | None, progress: bool) -> TrainConfig:
         tr = self.config.get("training", {}) or {}
         if not isinstance(tr, dict):
-            raise ConfigError(f"config[training]: expected a mapping of stages, found "
+            raise ConfigError(f"{self.src}[training]: expected a mapping of stages, found "
                               f"{type(tr).__name__}")
         for k in tr:
             if k not in STAGES:
-                raise ConfigError(f"config[training]: expected stages {', '.join(STAGES)}, "
-                                  f"found {k!r}")
+                raise ConfigError(f"{self.src}[training]: expected stages "
+                                  f"{', '.join(STAGES)}, found {k!r}")
         d = dict(tr.get(stage) or {})
         if epochs is not None:
             d["epochs"] = int(epochs)
         d.setdefault("progress", progress)
         d["progress"] = d["progress"] and progress
-        return TrainConfig.from_dict(d, source=f"config[training.{stage}]")
+        return TrainConfig.from_dict(d, source=f"{self.src}[training.{stage}]")
 
     def _estimate_latent(self, x: Tensor, progress: bool) -> int:
         from caloforge.intrinsic_dim import estimate
@@ -460,6 +467,6 @@ class VAEINN(CaloMan):
         "beta": 1e-2,
         "decoder_noise": "gaussian",
         "latent_encoding": "sample",
-        "latent_flow": {"transforms": 8, "bins": 10, "hidden": [256, 256, 256],
-                        "residual": True, "bound": 5.0},
+        "latent_flow": {"type": "coupling", "transforms": 8, "bins": 10,
+                        "hidden": [256, 256, 256], "residual": True, "bound": 5.0},
     }, DEFAULTS)
