@@ -240,6 +240,15 @@ class Standardizer(nn.Module):
         self.std.copy_(x.std(0).nan_to_num(1.0).clamp_min(self.min_std))
         return self
 
+    @torch.no_grad()
+    def fit_moments(self, mean: Tensor, std: Tensor) -> Standardizer:
+        """Store statistics accumulated elsewhere (e.g. :class:`caloforge.stream.Moments`
+        over a streamed file), the std floored at ``min_std`` as in :meth:`fit`."""
+        self.mean.copy_(torch.as_tensor(mean, dtype=self.mean.dtype))
+        std = torch.as_tensor(std, dtype=self.std.dtype)
+        self.std.copy_(std.nan_to_num(1.0).clamp_min(self.min_std))
+        return self
+
     def forward(self, x: Tensor) -> Tensor:
         return (x - self.mean) / self.std
 

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from caloforge.data import FileInfo, ShowerSet, _open, _inspect, _read_rows
+from caloforge.data import FileInfo, ShowerSet, _inspect, _open, _read_rows
 from caloforge.errors import ConfigError, DataError, GeometryError
 from caloforge.geometry import Geometry
 
@@ -49,7 +49,8 @@ BUFFER_BYTES = 256 * 2**20
 PREFETCH = 4
 
 __all__ = ["BUFFER_BYTES", "FileSource", "InMemorySource", "Moments", "ShowerSource",
-           "TensorBatches", "as_source"]
+           "TensorBatches", "as_source", "as_val_source", "e_inc_range", "head", "monitor_val",
+           "stats_chunks"]
 
 
 @runtime_checkable
@@ -473,6 +474,49 @@ def head(source: ShowerSource | ShowerSet | None, n: int) -> ShowerSet | None:
     return source.head(min(n, len(source)))  # type: ignore[attr-defined]
 
 
-def rank_world() -> tuple[int, int]:
-    """(rank, world size) under ``torchrun``; (0, 1) otherwise."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+def as_val_source(val: object, geometry: Geometry | str | None = None, seed: int = 0
+                  ) -> ShowerSource | None:
+    """Validation data for a streamed training: a source for a path/list/source, an
+    :class:`InMemorySource` for a :class:`ShowerSet`; None for None or an empty set."""
+    if val is None or (isinstance(val, ShowerSet) and len(val) == 0):
+        return None
+    if isinstance(val, ShowerSet):
+        return InMemorySource(val, seed)
+    return as_source(val, geometry, seed)
+
+
+def monitor_val(monitor: str, n: int, val: object) -> ShowerSet | None:
+    """The in-memory validation showers a ``monitor: histogram`` score needs: the first ``n``
+    of a streamed validation source (nothing is loaded for ``monitor: loss``)."""
+    if monitor != "histogram" or val is None or isinstance(val, ShowerSet):
+        return val  # type: ignore[return-value]
+    return head(val, n)  # type: ignore[arg-type]
+
+
+def stats_chunks(source: ShowerSource) -> Iterator[ShowerSet]:
+    """This rank's chunks for a one-pass statistics fit (initialises ``torchrun``'s process
+    group first, so that :meth:`Moments.all_reduce` can merge the ranks' shares)."""
+    from caloforge.training import _init_distributed, dist_info
+
+    _init_distributed()
+    rank, world = dist_info()
+    yield from source.chunks(rank, world)
+
+
+def e_inc_range(source: ShowerSource | ShowerSet) -> tuple[float, float]:
+    """(min, max) incident energy in MeV, reading only the energies of a file source."""
+    if isinstance(source, ShowerSet):
+        return float(source.e_inc.min()), float(source.e_inc.max())
+    if isinstance(source, InMemorySource):
+        return e_inc_range(source.data)
+    lo, hi = np.inf, -np.inf
+    for i, (path, info) in enumerate(zip(source.paths, source.infos, strict=True)):
+        key, unit = (("incident_energies", 1.0) if info.format == "calochallenge"
+                     else ("energy", 1e3))
+        with _open(path) as fh:
+            e = np.asarray(fh[key][:], dtype=np.float64).reshape(-1) * unit
+        rows = np.concatenate([np.arange(u.start, u.stop) for u in source.units
+                               if u.file == i] or [np.zeros(0, int)])
+        if len(rows):
+            lo, hi = min(lo, float(e[rows].min())), max(hi, float(e[rows].max()))
+    return lo, hi

@@ -53,6 +53,7 @@ import torch
 from torch import Tensor, nn
 
 from caloforge import preprocessing as pp
+from caloforge import stream
 from caloforge.config import train_config
 from caloforge.data import ShowerSet
 from caloforge.errors import ConfigError, DataError, GeometryError
@@ -252,6 +253,15 @@ class _CaloFlowBase(GeneratorModel):
         return self.sample
 
     # -- helpers ------------------------------------------------------------------------------
+    def _stream_prep(self, keys: tuple[str, ...], dtype: torch.dtype
+                     ) -> Callable[[ShowerSet, torch.Generator], tuple[Tensor, ...]]:
+        """Per-batch :meth:`prepare` for a streamed source (dequantisation noise seeded from
+        the batch's generator), returning the tensors ``keys`` in ``dtype``."""
+        def fn(chunk: ShowerSet, gen: torch.Generator) -> tuple[Tensor, ...]:
+            seed = int(torch.randint(2**31 - 1, (1,), generator=gen))
+            return self._stage_tensors(self.prepare(chunk, seed=seed), keys, dtype)
+        return fn
+
     @staticmethod
     def _stage_tensors(data: dict[str, Tensor], keys: tuple[str, ...], dtype: torch.dtype
                        ) -> tuple[Tensor, ...]:
@@ -297,17 +307,34 @@ class CaloFlow(_CaloFlowBase):
         options = {k: v for k, v in options.items() if v is not None}
         if options:
             raise ConfigError(f"caloflow.fit: expected no options, found {', '.join(options)}")
-        _check_geometry(self, train, "train")
+        cfg1 = train_config(self.config, "flow1", epochs, progress)
+        cfg2 = train_config(self.config, "flow2", epochs, progress)
+        source = stream.as_source(train, self.geometry, seed=cfg1.seed)
+        if source is not None:  # files: streamed, bounded memory
+            val = stream.as_val_source(val, self.geometry, seed=cfg1.seed + 1)
+        _check_geometry(self, source or train, "train")
         if val is not None:
             _check_geometry(self, val, "val")
         history: dict[str, list[float]] = {}
-        cfg1 = train_config(self.config, "flow1", epochs, progress)
-        cfg2 = train_config(self.config, "flow2", epochs, progress)
         if cfg1.monitor == "histogram":
             raise ConfigError("training.flow1[monitor]: expected 'loss' (flow II is untrained "
                               "while flow I trains, so showers cannot be generated), found "
                               "'histogram'")
-        score2 = monitor_score(cfg2, self.sample, val, "training.flow2")
+        score2 = monitor_score(cfg2, self.sample,
+                               stream.monitor_val(cfg2.monitor, cfg2.monitor_samples, val),
+                               "training.flow2")
+        if source is not None:
+            for name, flow, cfg, keys, score in (
+                    ("flow1", self.flow1, cfg1, ("x1", "c1"), None),
+                    ("flow2", self.flow2, cfg2, ("x2", "c2"), score2)):
+                fn = self._stream_prep(keys, cfg.torch_dtype)
+                va_b = stream.TensorBatches(val, fn, cfg.seed + 1) if val is not None else None
+                h = train_stage(flow, _nll, stream.TensorBatches(source, fn, cfg.seed), va_b,
+                                cfg, run_dir, tag=f"{name}_", val_score=score, resume=resume,
+                                desc=name)
+                history.update({f"{name}_{k}": v for k, v in h.items()})
+            self.eval()
+            return history
         tr = self.prepare(train, seed=cfg1.seed)
         va = self.prepare(val, seed=cfg1.seed + 1) if val is not None else None
         for name, flow, cfg, keys, score in (("flow1", self.flow1, cfg1, ("x1", "c1"), None),
@@ -460,7 +487,10 @@ class CaloFlowStudent(_CaloFlowBase):
         if teacher is None:
             raise ConfigError("teacher: expected a trained 'caloflow' teacher model "
                               "(caloforge train --teacher PATH), found none")
-        _check_geometry(self, train, "train")
+        source = stream.as_source(train, self.geometry)
+        if source is not None:  # files: streamed, bounded memory
+            val = stream.as_val_source(val, self.geometry, seed=1)
+        _check_geometry(self, source or train, "train")
         if val is not None:
             _check_geometry(self, val, "val")
         if not isinstance(teacher, CaloFlow):
@@ -479,12 +509,21 @@ class CaloFlowStudent(_CaloFlowBase):
             p.requires_grad_(False)
         t_flow = teacher.flow2
 
-        tr = self.prepare(train, seed=cfg.seed)
-        train_t = self._stage_tensors(tr, ("x2", "c2", "e_inc"), dtype)
-        del tr
-        ref = self.prepare(val, seed=cfg.seed + 1) if val is not None else None
-        val_t = self._stage_tensors(ref, ("x2", "c2", "e_inc"), dtype) if ref else None
-        kl_c = (val_t if val_t is not None else train_t)[1][:self.distill_cfg["kl_samples"]]
+        keys = ("x2", "c2", "e_inc")
+        n_kl = self.distill_cfg["kl_samples"]
+        if source is not None:
+            fn = self._stream_prep(keys, dtype)
+            train_t = stream.TensorBatches(source, fn, cfg.seed)
+            val_t = stream.TensorBatches(val, fn, cfg.seed + 1) if val is not None else None
+            kl_c = self._stage_tensors(self.prepare(stream.head(val or source, n_kl),
+                                                    seed=cfg.seed + 1), keys, dtype)[1]
+        else:
+            tr = self.prepare(train, seed=cfg.seed)
+            train_t = self._stage_tensors(tr, keys, dtype)
+            del tr
+            ref = self.prepare(val, seed=cfg.seed + 1) if val is not None else None
+            val_t = self._stage_tensors(ref, keys, dtype) if ref else None
+            kl_c = (val_t if val_t is not None else train_t)[1][:n_kl]
         gen = torch.Generator().manual_seed(cfg.seed + 2)
         kl_z = torch.randn(len(kl_c), self.geometry.n_voxels, generator=gen, dtype=dtype)
         kl_c, kl_z = kl_c.to(device), kl_z.to(device)
@@ -498,7 +537,9 @@ class CaloFlowStudent(_CaloFlowBase):
         def kl_score(student: nn.Module) -> float:
             return self.reverse_kl(t_flow, kl_c, kl_z)
 
-        score = monitor_score(cfg, self.sample, val, "training.student") or kl_score
+        score = monitor_score(cfg, self.sample,
+                              stream.monitor_val(cfg.monitor, cfg.monitor_samples, val),
+                              "training.student") or kl_score
 
         h = train_stage(self.flow2, loss_fn, train_t, val_t, cfg, run_dir, tag="student_",
                         val_score=score, resume=resume, desc="student")

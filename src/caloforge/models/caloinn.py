@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from caloforge import preprocessing as pp
+from caloforge import stream
 from caloforge.config import check_values, section, train_config
 from caloforge.data import ShowerSet
 from caloforge.errors import ConfigError
@@ -130,16 +131,21 @@ class CaloINN(GeneratorModel):
         return data if keep.all() else data.subset(keep)
 
     # -- the contract ---------------------------------------------------------------------
-    def fit(self, train: ShowerSet, val: ShowerSet | None,
+    def fit(self, train: ShowerSet | stream.ShowerSource | str | os.PathLike | list,
+            val: ShowerSet | stream.ShowerSource | str | os.PathLike | list | None,
             run_dir: str | os.PathLike | None = None, *, resume: bool = False,
             epochs: int | None = None, progress: bool = True,
             **options: Any) -> dict[str, list[float]]:
         """Maximum-likelihood training with :func:`caloforge.training.fit` (one stage, tag
-        ``""``: ``run_dir/last.pt``, ``final.pt``, ``metrics.csv``)."""
+        ``""``: ``run_dir/last.pt``, ``final.pt``, ``metrics.csv``). ``train``/``val`` are
+        in-memory sets or files / sources (streamed, see :mod:`caloforge.stream`)."""
         if options.get("teacher") is not None:
             raise ConfigError("--teacher: expected no teacher for caloinn (only "
                               "caloflow-student takes one), found a teacher checkpoint")
         cfg = train_config(self.config, epochs=epochs, progress=progress)
+        source = stream.as_source(train, self.geometry, seed=cfg.seed)
+        if source is not None:  # files: streamed, bounded memory
+            return self._fit_streamed(source, val, cfg, run_dir, resume)
         x, c = self.preprocess(self._cut(train), fit_scalers=True)
         val_t = self.preprocess(self._cut(val)) if val is not None and len(val) else None
 
@@ -149,6 +155,47 @@ class CaloINN(GeneratorModel):
         return fit(self, loss_fn, (x, c), val_t, cfg, run_dir,
                    val_score=monitor_score(cfg, self.sample, val), resume=resume,
                    desc="caloinn")
+
+    def _fit_streamed(self, source: stream.ShowerSource, val: Any, cfg: Any,
+                      run_dir: str | os.PathLike | None, resume: bool
+                      ) -> dict[str, list[float]]:
+        """:meth:`fit` from a :class:`~caloforge.stream.ShowerSource`: the standardisers in
+        one streaming pass, then per-batch preprocessing (fresh dequantisation noise per
+        batch, seeded) in the source's background thread."""
+        noise, seed = float(self.prep["noise_mev"]), int(self.prep["noise_seed"])
+        x_m, c_m = stream.Moments(), stream.Moments()
+        for k, chunk in enumerate(stream.stats_chunks(source)):
+            chunk = self._cut(chunk)
+            e = torch.as_tensor(chunk.e_inc, dtype=torch.float64)
+            gen = torch.Generator().manual_seed(seed + 7919 * k)
+            showers = pp.dequantize(torch.as_tensor(chunk.showers, dtype=torch.float64),
+                                    noise, gen)
+            x_m.update(self._to_log_space(showers, e))
+            c_m.update(pp.log2_gev_condition(e).reshape(-1, 1))
+        x_m.all_reduce()
+        c_m.all_reduce()
+        self.scaler.double().fit_moments(x_m.mean, x_m.std)
+        self.cond_scaler.double().fit_moments(c_m.mean, c_m.std)
+        mx, sx = self.scaler.mean.clone(), self.scaler.std.clone()  # float64 snapshots
+        mc, sc = self.cond_scaler.mean.clone(), self.cond_scaler.std.clone()
+
+        def prep(chunk: ShowerSet, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+            chunk = self._cut(chunk)
+            e = torch.as_tensor(chunk.e_inc, dtype=torch.float64)
+            showers = pp.dequantize(torch.as_tensor(chunk.showers, dtype=torch.float64),
+                                    noise, gen)
+            x = (self._to_log_space(showers, e) - mx) / sx
+            return x, (pp.log2_gev_condition(e).reshape(-1, 1) - mc) / sc
+
+        def loss_fn(module: CaloINN, batch: tuple[Tensor, ...]) -> Tensor:
+            return -module.flow.log_prob(batch[0], batch[1]).mean() / module.n_features
+
+        val_src = stream.as_val_source(val, self.geometry, seed=cfg.seed + 1)
+        val_b = stream.TensorBatches(val_src, prep, cfg.seed + 1) if val_src else None
+        score = monitor_score(cfg, self.sample,
+                              stream.monitor_val(cfg.monitor, cfg.monitor_samples, val_src))
+        return fit(self, loss_fn, stream.TensorBatches(source, prep, cfg.seed), val_b, cfg,
+                   run_dir, val_score=score, resume=resume, desc="caloinn")
 
     @property
     def noise_dim(self) -> int:

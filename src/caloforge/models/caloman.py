@@ -55,6 +55,7 @@ import torch
 from torch import Tensor, nn
 
 from caloforge import preprocessing as pp
+from caloforge import stream
 from caloforge.config import check_values
 from caloforge.data import ShowerSet
 from caloforge.errors import ConfigError
@@ -160,8 +161,8 @@ class CaloMan(GeneratorModel):
 
     def __init__(self, geometry: Geometry, config: dict[str, Any]) -> None:
         super().__init__(geometry, config)
-        allowed = set(self.defaults) | {"model", "dataset", "training", "description"}
         src = self.src = str(self.config.get("_source", "config"))
+        allowed = set(self.defaults) | {"model", "dataset", "training", "description"}
         for k in self.config:
             if k not in allowed and not str(k).startswith("_"):
                 raise ConfigError(f"{src}[{k}]: expected one of {', '.join(sorted(allowed))}, "
@@ -300,11 +301,17 @@ class CaloMan(GeneratorModel):
 
         Each stage is one :func:`caloforge.training.fit` call with tag ``{stage}_`` in
         ``run_dir``; with ``resume`` finished stages are loaded instead of retrained.
+        ``train``/``val`` are in-memory sets, or files / sources (streamed, bounded memory;
+        see :mod:`caloforge.stream`).
         Returns the histories, keys prefixed by the stage name.
         """
-        if len(train) < 2:
+        source = stream.as_source(train, self.geometry, seed=int(options.get("seed", 0)))
+        if len(source if source is not None else train) < 2:
             raise ConfigError(f"train: expected at least 2 showers, found {len(train)}")
         run_dir = Path(run_dir) if run_dir is not None else None
+        if source is not None:  # files: streamed, bounded memory
+            return self._fit_streamed(source, val, run_dir, resume, epochs, progress,
+                                      int(options.get("seed", 0)))
         gen = torch.Generator().manual_seed(int(options.get("seed", 0)))
         tr = self._prepare(train, gen)
         va = self._prepare(val, gen) if val is not None and len(val) > 0 else None
@@ -366,6 +373,106 @@ class CaloMan(GeneratorModel):
 
         record("latent_flow", train_stage(
             self.latent_flow, flow_loss, zs_tr, zs_va, cfg, run_dir, tag="latent_flow_",
+            resume=resume, desc="latent flow"))
+        self.to(torch.float32)
+        self.eval()
+        return history
+
+    def _fit_streamed(self, source: stream.ShowerSource, val: Any, run_dir: Path | None,
+                      resume: bool, epochs: int | None, progress: bool, seed: int
+                      ) -> dict[str, list[float]]:
+        """:meth:`fit` from a :class:`~caloforge.stream.ShowerSource`: the standardisers of
+        conditions, voxels and u-variables in one streaming pass, the latent standardiser in a
+        second pass through the trained encoder, and every stage fed per-batch preprocessed
+        shuffled chunks (layer-energy noise drawn afresh per batch, seeded)."""
+        history: dict[str, list[float]] = {}
+        val_src = stream.as_val_source(val, self.geometry, seed=seed + 1)
+
+        def record(stage: str, h: dict[str, list[float]]) -> None:
+            history.update({f"{stage}_{k}": v for k, v in h.items()})
+
+        def f32(t: Tensor) -> Tensor:
+            return t.to(torch.float32)
+
+        moments = {k: stream.Moments() for k in ("c", "x", "u")}
+        for k, chunk in enumerate(stream.stats_chunks(source)):
+            t = self._prepare(chunk, torch.Generator().manual_seed(seed * 1_000_003 + k))
+            for key, m in moments.items():
+                if key in t:
+                    m.update(f32(t[key]))
+        for key, norm in (("c", self.cond_norm), ("x", self.x_norm), ("u", getattr(
+                self, "u_norm", None))):
+            if norm is not None:
+                m = moments[key].all_reduce()
+                norm.fit_moments(m.mean, m.std)
+
+        def batches(fn: Any, src: stream.ShowerSource | None, s: int
+                    ) -> stream.TensorBatches | None:
+            return stream.TensorBatches(src, fn, s) if src is not None else None
+
+        if self.uses_energy_flow:
+            cfg = self._train_config("energy_flow", epochs, progress)
+            dt = cfg.torch_dtype
+
+            def prep_u(chunk: ShowerSet, gen: torch.Generator) -> tuple[Tensor, ...]:
+                # the u-variables only, as in _prepare (no voxel-level preprocessing)
+                e_inc = torch.as_tensor(np.asarray(chunk.e_inc, dtype=np.float64))
+                e_layer = torch.as_tensor(self.geometry.layer_energies(
+                    np.asarray(chunk.showers, dtype=np.float64)))
+                noisy = e_layer + LAYER_NOISE_MEV * torch.rand(e_layer.shape, generator=gen,
+                                                               dtype=e_layer.dtype)
+                c_e = pp.energy_condition(e_inc).reshape(-1, 1)
+                return self.u_norm(f32(self._u(noisy, e_inc))).to(dt), c_e.to(dt)
+
+            record("energy_flow", train_stage(
+                self.energy_flow, lambda m, b: -m.log_prob(b[0], b[1]).mean(),
+                batches(prep_u, source, cfg.seed), batches(prep_u, val_src, cfg.seed + 1),
+                cfg, run_dir, tag="energy_flow_", resume=resume, desc="energy flow"))
+
+        if self.cfg["latent_dim"] == "auto":
+            n = int(self.cfg.get("intrinsic_dim", {}).get("n", 5000))
+            first = self._prepare(stream.head(source, n))
+            latent = self._estimate_latent(f32(self.x_norm(f32(first["x"]))), progress)
+            del first
+            self.config["latent_dim"] = latent
+            self.cfg["latent_dim"] = latent
+            self._build_latent(latent)
+        cfg = self._train_config("autoencoder", epochs, progress)
+        dt = cfg.torch_dtype
+
+        def prep_ae(chunk: ShowerSet, gen: torch.Generator) -> tuple[Tensor, ...]:
+            t = self._prepare(chunk, gen)
+            return tuple(v.to(dt) for v in (self.x_norm(f32(t["x"])),
+                                             self.cond_norm(f32(t["c"])), t["frac"]))
+
+        record("autoencoder", train_stage(
+            self.autoencoder, lambda m, b: m.loss(*b), batches(prep_ae, source, cfg.seed),
+            batches(prep_ae, val_src, cfg.seed + 1), cfg, run_dir, tag="autoencoder_",
+            resume=resume, desc="autoencoder"))
+
+        z_m = stream.Moments()
+        for k, chunk in enumerate(stream.stats_chunks(source)):
+            gen = torch.Generator().manual_seed(seed * 1_000_003 + k)
+            x, c, _ = prep_ae(chunk, gen)
+            z_m.update(self._encode(x, c, gen).float())
+        z_m.all_reduce()
+        self.z_norm.fit_moments(z_m.mean, z_m.std)
+        cfg = self._train_config("latent_flow", epochs, progress)
+        dt_z = cfg.torch_dtype
+        noise = float(self.cfg["latent_noise"])
+
+        def prep_z(chunk: ShowerSet, gen: torch.Generator) -> tuple[Tensor, ...]:
+            x, c, _ = prep_ae(chunk, gen)
+            z = self._encode(x, c, gen).to("cpu", torch.float32)
+            return self.z_norm(z).to(dt_z), c.to(dt_z)
+
+        def flow_loss(m: nn.Module, b: tuple[Tensor, ...]) -> Tensor:
+            z = b[0] + noise * torch.randn_like(b[0]) if noise > 0 and m.training else b[0]
+            return -m.log_prob(z, b[1]).mean()
+
+        record("latent_flow", train_stage(
+            self.latent_flow, flow_loss, batches(prep_z, source, cfg.seed),
+            batches(prep_z, val_src, cfg.seed + 1), cfg, run_dir, tag="latent_flow_",
             resume=resume, desc="latent flow"))
         self.to(torch.float32)
         self.eval()
