@@ -22,9 +22,15 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                        description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--model", required=True, choices=sorted(REGISTRY), help="model name")
     p.add_argument("--config", required=True, help="YAML recipe (configs/<model>/<dataset>.yaml)")
-    p.add_argument("--data", required=True, help="training showers (CaloChallenge/CaloGAN HDF5)")
-    p.add_argument("--val", default=None,
-                   help="validation showers (default: a seeded 10%% split of --data)")
+    p.add_argument("--data", required=True, nargs="+", metavar="FILE",
+                   help="training showers (CaloChallenge/CaloGAN HDF5; several files of one "
+                        "geometry are read as one set)")
+    p.add_argument("--val", default=None, nargs="+", metavar="FILE",
+                   help="validation showers (default: a seeded 10%% of --data: random showers "
+                        "in memory, random whole chunks when streamed)")
+    p.add_argument("--stream", choices=("auto", "on", "off"), default="auto",
+                   help="read --data in shuffled chunks in bounded memory instead of loading "
+                        "it (auto: for datasets 2 and 3 and for several files)")
     p.add_argument("--epochs", type=int, default=None, help="override every stage's epochs")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in RUN_DIR (finished stages are skipped)")
@@ -45,11 +51,12 @@ def run(args: argparse.Namespace) -> int:
 
     from caloforge.atomic import atomic_path
     from caloforge.config import load_config, override_training
-    from caloforge.data import read_showers
+    from caloforge.data import concat, read_showers
     from caloforge.errors import ConfigError
     from caloforge.geometry import DATASETS
     from caloforge.models import model_class
     from caloforge.models.base import load_model
+    from caloforge.stream import FileSource, e_inc_range
     from caloforge.training import device_problem
 
     config = load_config(args.config)
@@ -80,20 +87,29 @@ def run(args: argparse.Namespace) -> int:
                           f"(use --resume to continue, or another -o)")
 
     # the data: its geometry must be the recipe's
-    data = read_showers(args.data, geometry=dataset)
-    geometry = data.geometry
-    if args.val is not None:
-        train, val = data, read_showers(args.val, geometry=geometry)
+    source = FileSource(args.data, geometry=dataset, seed=args.seed or 0)  # inspects only
+    streamed = args.stream == "on" or (args.stream == "auto" and (
+        len(args.data) > 1 or source.geometry.name in ("2", "3")))
+    if streamed:
+        train, val = _streamed_split(source, args.val, args.seed or 0)
+        geometry = train.geometry
     else:
-        rng = np.random.default_rng(args.seed or 0)
-        perm = rng.permutation(len(data))
-        n_val = len(data) // 10 if len(data) >= 10 else 0
-        train = data.subset(np.sort(perm[n_val:]))
-        val = data.subset(np.sort(perm[:n_val])) if n_val else None
+        data = concat([read_showers(p, geometry=dataset) for p in args.data])
+        geometry = data.geometry
+        if args.val is not None:
+            train = data
+            val = concat([read_showers(p, geometry=geometry) for p in args.val])
+        else:
+            rng = np.random.default_rng(args.seed or 0)
+            perm = rng.permutation(len(data))
+            n_val = len(data) // 10 if len(data) >= 10 else 0
+            train = data.subset(np.sort(perm[n_val:]))
+            val = data.subset(np.sort(perm[:n_val])) if n_val else None
     if len(train) == 0:
-        raise ConfigError(f"{args.data}[showers]: expected training showers, found none "
-                          f"({len(data)} rows in the file)")
-    for name, part in ((args.data, data), (args.val, val if args.val is not None else None)):
+        raise ConfigError(f"{args.data[0]}[showers]: expected training showers, found none "
+                          f"({len(source)} rows in the file)")
+    for name, part in ((args.data[0], None if streamed else data),
+                       (args.val and args.val[0], val if args.val and not streamed else None)):
         if part is not None and len(part) and not part.showers.any():
             raise ConfigError(f"{name}[showers]: expected showers with deposited energy, found "
                               f"all {len(part)} showers empty (every voxel 0)")
@@ -121,14 +137,27 @@ def run(args: argparse.Namespace) -> int:
             _remove_if_unstarted(run_dir)
         raise
     model.eval()
-    model.trained_e_inc = (float(train.e_inc.min()), float(train.e_inc.max()))
+    model.trained_e_inc = e_inc_range(train)
     path = model.save(run_dir / "model.pt")
     _ensure_last(run_dir)
     last = {k: v[-1] for k, v in (history or {}).items() if isinstance(v, list) and v}
     summary = ", ".join(f"{k} {v:.5g}" for k, v in last.items() if k != "seconds")
-    print(f"trained {args.model} on {len(train)} showers ({geometry.name}); {summary}")
+    how = f", streamed from {len(args.data)} file(s)" if streamed else ""
+    print(f"trained {args.model} on {len(train)} showers ({geometry.name}{how}); {summary}")
     print(f"wrote {path}")
     return 0
+
+
+def _streamed_split(source, val_paths: list[str] | None, seed: int):
+    """``(train, val)`` sources: ``--val`` files, else a seeded 10% of whole read chunks of
+    ``--data`` (chosen by shower index; nothing is loaded)."""
+    from caloforge.stream import FileSource
+
+    if val_paths:
+        return source, FileSource(val_paths, geometry=source.geometry, seed=seed + 1)
+    if len(source.units) < 2:  # too small to hold a chunk out
+        return source, None
+    return source.split(0.1, seed=seed)
 
 
 def _ensure_last(run_dir) -> None:
