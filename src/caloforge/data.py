@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -233,6 +234,10 @@ def _open(path: str | os.PathLike) -> h5py.File:
             raise DataError(f"{path}: expected an HDF5 file, found no HDF5 signature "
                             f"({size} bytes)") from None
         msg = " ".join(str(exc).split()) or type(exc).__name__
+        cut = re.search(r"truncated file: eof = (\d+).*stored_eof = (\d+)", msg)
+        if cut:  # an interrupted copy or download
+            raise DataError(f"{path}: expected {cut.group(2)} bytes (the size recorded in the "
+                            f"file), found {cut.group(1)} bytes (a truncated file)") from None
         raise DataError(f"{path}: expected an HDF5 file, found unreadable data ({msg})") \
             from None
 
@@ -481,6 +486,7 @@ class ShowerWriter:
     def __enter__(self) -> ShowerWriter:
         self._ctx = atomic_path(self.path, self.overwrite)
         tmp = self._ctx.__enter__()
+        self._tmp = Path(tmp)
         self._fh = None
         try:
             self._fh = h5py.File(tmp, "w")
@@ -547,20 +553,75 @@ class ShowerWriter:
         else:
             for ds in self._datasets:
                 ds.resize(hi, axis=0)
-        if self.fmt == "calochallenge":
-            self._e[lo:hi, 0] = e_inc
-            self._s[lo:hi] = showers
-        else:
-            self._e[lo:hi, 0] = e_inc / 1000.0  # MeV -> GeV
-            for i, ds in enumerate(self._layers):
-                ds[lo:hi] = showers[:, self.geometry.layer_slice(i)].reshape(
-                    hi - lo, *self.geometry.layers[i].shape)
-            self._ovf[lo:hi] = 0.0  # no overflow information: written as zeros
+        self._check_space(lo, hi)
+        with self._write_errors(f"rows {lo}..{hi}"):
+            if self.fmt == "calochallenge":
+                self._e[lo:hi, 0] = e_inc
+                self._s[lo:hi] = showers
+            else:
+                self._e[lo:hi, 0] = e_inc / 1000.0  # MeV -> GeV
+                for i, ds in enumerate(self._layers):
+                    ds[lo:hi] = showers[:, self.geometry.layer_slice(i)].reshape(
+                        hi - lo, *self.geometry.layers[i].shape)
+                self._ovf[lo:hi] = 0.0  # no overflow information: written as zeros
         self.n = hi
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def _check_space(self, lo: int, hi: int) -> None:
+        """Refuse to write rows ``lo..hi`` when the HDF5 chunks they add (counted
+        uncompressed, + 1 MiB of metadata) would pass the file-size limit or fill the disk,
+        *before* HDF5 starts: HDF5 cannot recover from a failed write (the file can then not
+        even be closed safely)."""
+        what = f"rows {lo}..{hi}"
+
+        def upper(rows: int) -> int:  # file bytes holding ``rows`` rows, at most
+            total = 2**20  # HDF5 metadata
+            for ds in self._datasets:
+                c = ds.chunks[0] if ds.chunks else 1
+                chunk_bytes = int(np.prod(ds.chunks or ds.shape[1:] or (1,))) * ds.dtype.itemsize
+                total += -(-rows // c) * chunk_bytes
+            return total
+
+        need, size = upper(hi) - upper(lo) + 2**20, upper(lo)
         try:
-            self._fh.close()
+            import resource
+
+            limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+            unlimited = resource.RLIM_INFINITY
+        except (ImportError, OSError, ValueError):  # not on this platform
+            limit = unlimited = -1
+        if limit not in (-1, unlimited) and upper(hi) > limit:
+            raise DataError(f"{where(self.path, 'showers')}: expected room to write {what} "
+                            f"(~{need} bytes after {size}), found a file size limit of {limit} "
+                            f"bytes; nothing was written")
+        st = os.statvfs(self._tmp.parent)
+        free = st.f_bavail * st.f_frsize
+        if need > free:
+            raise DataError(f"{where(self.path, 'showers')}: expected room to write {what} "
+                            f"(~{need} bytes), found {free} bytes free on "
+                            f"{self._tmp.parent} (disk full); nothing was written")
+
+    @contextlib.contextmanager
+    def _write_errors(self, what: str) -> Iterator[None]:
+        """A failed write (disk full, file-size limit, I/O error) -> one-line DataError."""
+        try:
+            yield
+        except OSError as exc:
+            errno = getattr(exc, "errno", None) or next(
+                (int(m) for m in re.findall(r"errno = (\d+)", str(exc))), None)
+            found = os.strerror(errno) if errno else " ".join(str(exc).split())[:120]
+            raise DataError(f"{where(self.path, 'showers')}: expected to write {what}, found "
+                            f"'{found}' (disk full or file size limit?); nothing was "
+                            f"written") from None
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:  # already failing: a failed flush must not hide why
+            with contextlib.suppress(Exception):
+                self._fh.close()
+            self._ctx.__exit__(exc_type, exc, tb)
+            return
+        try:
+            with self._write_errors(f"all {self.n} rows (closing the file)"):
+                self._fh.close()
             if exc_type is None and self.n_rows is not None and self.n != self.n_rows:
                 raise DataError(f"{where(self.path, 'showers')}: expected {self.n_rows} showers "
                                 f"(n_rows), found {self.n} appended")

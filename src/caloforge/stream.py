@@ -129,15 +129,15 @@ class _Unit:
         return self.stop - self.start
 
 
-def _unit_rows(path: Path, info: FileInfo) -> int:
-    """Rows per read unit: a whole number of HDF5 chunks of about :data:`UNIT_BYTES`."""
+def _unit_rows(path: Path, info: FileInfo, unit_bytes: int = UNIT_BYTES) -> int:
+    """Rows per read unit: a whole number of HDF5 chunks of about ``unit_bytes``."""
     row_bytes = info.n_voxels * info.dtype.itemsize
     chunk = 1
     if info.format == "calochallenge":
         with _open(path) as fh:
             c = fh["showers"].chunks
             chunk = c[0] if c else 1
-    per = max(1, round(UNIT_BYTES / max(1, chunk * row_bytes)))
+    per = max(1, round(unit_bytes / max(1, chunk * row_bytes)))
     return chunk * per
 
 
@@ -152,6 +152,8 @@ class FileSource:
         buffer_bytes: Size of the shuffle buffer in bytes (at least one read unit and two
             batches are always held).
         clip_negative: Set negative voxels to 0 instead of failing.
+        unit_bytes: Target bytes of one read unit (whole HDF5 chunks; smaller units shuffle
+            better, larger ones read faster).
         units: Restrict to these read units (used by :meth:`split`).
 
     Raises:
@@ -162,7 +164,7 @@ class FileSource:
     def __init__(self, paths: str | os.PathLike | Sequence[str | os.PathLike],
                  geometry: Geometry | str | None = None, *, seed: int = 0,
                  buffer_bytes: int = BUFFER_BYTES, clip_negative: bool = False,
-                 units: list[_Unit] | None = None) -> None:
+                 unit_bytes: int = UNIT_BYTES, units: list[_Unit] | None = None) -> None:
         if isinstance(paths, str | os.PathLike):
             paths = [paths]
         self.paths = [Path(p) for p in paths]
@@ -187,7 +189,7 @@ class FileSource:
         if units is None:
             units = []
             for i, (p, info) in enumerate(zip(self.paths, self.infos, strict=True)):
-                step = _unit_rows(p, info)
+                step = _unit_rows(p, info, unit_bytes)
                 units += [_Unit(i, lo, min(lo + step, info.n_showers))
                           for lo in range(0, info.n_showers, step)]
         self.units = units
