@@ -38,17 +38,18 @@ def official_energies(dataset: str, n: int | None = None, seed: int = 0) -> np.n
     Dataset 1: the 15 discrete energies with the official counts (121,000 photons, 120,800
     pions); ``n`` keeps the official proportions. Datasets 2/3: log-uniform in [1 GeV, 1 TeV];
     CaloGAN: uniform in [1, 100] GeV. ``n`` defaults to the official file size. The list itself
-    lives in :mod:`caloforge.simulate.energies` (one source of truth with the simulator).
+    lives in :mod:`caloforge.energies`, next to the geometries (one source of truth with the
+    simulator).
     """
-    from caloforge.simulate import energies as sim
+    from caloforge import energies as mix
 
     if dataset not in DATASETS:
         raise ConfigError(f"--dataset: expected one of {', '.join(DATASETS)}, found {dataset!r}")
     if n is not None and n < 1:
         raise ConfigError(f"-n: expected a positive number of showers, found {n}")
-    size = sim.FULL_SIZE[dataset] if n is None else n
+    size = mix.FULL_SIZE[dataset] if n is None else n
     rng = np.random.default_rng(seed)
-    return np.asarray(sim.official_energies(dataset, size, rng), dtype=np.float64)
+    return np.asarray(mix.official_energies(dataset, size, rng), dtype=np.float64)
 
 
 def energies_from_file(path: str | os.PathLike, n: int | None = None) -> np.ndarray:
@@ -78,7 +79,7 @@ def check_energy_range(e_inc: np.ndarray, model: torch.nn.Module, source: object
     """Refuse incident energies outside the range the model was trained on (its checkpoint
     records it; older checkpoints: the official range of the model's dataset), with a 1%
     margin: flows and autoencoders extrapolate badly, and silently."""
-    from caloforge.simulate.energies import RANGES
+    from caloforge.energies import RANGES
 
     rng = getattr(model, "trained_e_inc", None)
     what = "range trained on by"

@@ -13,6 +13,7 @@ Example:
     (200, 368)
 """
 
+from caloforge.energies import FULL_SIZE
 from caloforge.simulate.core import (
     DEFAULT_PARTICLE,
     GENERATOR,
@@ -22,7 +23,6 @@ from caloforge.simulate.core import (
     simulate_to_file,
 )
 from caloforge.simulate.detectors import Detector, HadronModel, Slab, preset
-from caloforge.simulate.energies import FULL_SIZE
 
 __all__ = ["DEFAULT_PARTICLE", "FULL_SIZE", "GENERATOR", "PARTICLES", "Detector", "HadronModel",
            "Slab", "preset", "simulate", "simulate_showers", "simulate_to_file"]

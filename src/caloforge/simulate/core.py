@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from caloforge import energies as en
 from caloforge.atomic import check_writable
 from caloforge.data import ShowerSet, ShowerWriter
 from caloforge.errors import ConfigError
 from caloforge.geometry import DATASETS, Geometry
-from caloforge.simulate import energies as en
 from caloforge.simulate.detectors import Detector, preset
 from caloforge.simulate.em import em_components
 from caloforge.simulate.hadronic import pion_components
