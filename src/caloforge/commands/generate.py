@@ -31,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+
     import torch
 
     from caloforge.atomic import check_writable
@@ -43,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         official_energies,
     )
     from caloforge.models.base import load_model
-    from caloforge.training import device_problem
+    from caloforge.training import device_problem, dist_info
 
     if args.n is not None and args.n < 1:
         raise ConfigError(f"-n: expected a positive number of showers, found {args.n}")
@@ -54,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--device: expected {device_problem(device)}, found {device!r}")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    rank, world = dist_info()
+    if world > 1 and device == "cuda":  # torchrun: one GPU per local process
+        device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
     check_writable(args.output, args.overwrite)
     model = load_model(args.checkpoint, map_location=device).to(device)
     model.eval()
@@ -75,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
         source = f"official {dataset} energies"
     check_energy_range(e_inc, model, source if args.energies_from else "--dataset",
                        args.checkpoint)
+    if world > 1:
+        return _run_sharded(args, model, e_inc, device, source, rank, world)
     res = generate_to_file(model, e_inc, args.output, batch_size=args.batch_size,
                            seed=args.seed, overwrite=args.overwrite, progress=not args.quiet,
                            attrs={"checkpoint": str(args.checkpoint)}, compile=args.compile)
@@ -86,4 +93,40 @@ def run(args: argparse.Namespace) -> int:
         print(f"re-drew {res.redrawn} of {res.n} showers that held NaN, inf or negative "
               f"voxels")
     print(f"wrote {res.path}")
+    return 0
+
+
+def _run_sharded(args: argparse.Namespace, model, e_inc, device: str, source: str, rank: int,
+                 world: int) -> int:
+    """Under ``torchrun``: this rank samples its slice of ``e_inc`` with its own seed into a
+    shard file; rank 0 joins the shards into ``args.output`` (atomically) and removes them.
+    See :mod:`caloforge.shards`."""
+    import torch.distributed as dist
+
+    from caloforge.errors import ConfigError
+    from caloforge.generation import generate_to_file
+    from caloforge.shards import merge_shards, shard_path, shard_seed, shard_slice
+
+    if len(e_inc) < world:
+        raise ConfigError(f"-n: expected at least one shower per process ({world}), found "
+                          f"{len(e_inc)}")
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")  # barriers only, on CPU and GPU machines alike
+    part = shard_slice(len(e_inc), rank, world)
+    attrs = {"checkpoint": str(args.checkpoint), "seed": args.seed, "shard_index": rank,
+             "shard_count": world, "shard_start": part.start, "total_rows": len(e_inc)}
+    res = generate_to_file(model, e_inc[part], shard_path(args.output, rank, world),
+                           batch_size=args.batch_size, seed=shard_seed(args.seed, rank, world),
+                           overwrite=True, progress=not args.quiet and rank == 0, attrs=attrs,
+                           compile=args.compile)
+    dist.barrier()  # every shard is complete
+    if rank == 0:
+        out = merge_shards([shard_path(args.output, r, world) for r in range(world)],
+                           args.output, overwrite=args.overwrite, delete=True)
+        print(f"generated {len(e_inc)} showers ({getattr(model, 'name', '?')}, {source}) on "
+              f"{world} processes ({device} here); rank 0: {res.ms_per_shower:.4f} ms per "
+              f"shower (sampling only, batch size {res.batch_size})")
+        print(f"wrote {out}")
+    dist.barrier()
+    dist.destroy_process_group()
     return 0
