@@ -25,11 +25,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from caloforge.data import ShowerWriter, inspect
 from caloforge.errors import ConfigError, DataError
 from caloforge.geometry import DATASETS
+from caloforge.progress import tqdm
 
 
 def official_energies(dataset: str, n: int | None = None, seed: int = 0) -> np.ndarray:
@@ -157,37 +157,64 @@ def redraw_invalid(model: torch.nn.Module, e: np.ndarray, s: np.ndarray,
                     f"(retrain it, e.g. with a lower lr or grad_clip)")
 
 
+#: Showers per sampling call on a CPU: larger calls gain nothing there and lose cache
+#: locality (CaloINN took 2.2x longer per shower at 10,000 than at 1,000 on 2 cores, and
+#: 5x the memory; BENCHMARKS.md, "Sampling speed").
+CPU_MICRO_BATCH = 1000
+
+
+def micro_batch_size(device: torch.device, batch_size: int, micro_batch: int | None = None
+                     ) -> int:
+    """Showers per sampling call inside a batch of ``batch_size``: ``micro_batch`` when given,
+    else :data:`CPU_MICRO_BATCH` on a CPU and the whole batch on a GPU."""
+    if micro_batch is not None:
+        if micro_batch < 1:
+            raise ConfigError(f"--micro-batch: expected a positive integer, found {micro_batch}")
+        return min(micro_batch, batch_size)
+    return min(batch_size, CPU_MICRO_BATCH) if device.type == "cpu" else batch_size
+
+
 def sample_batches(model: torch.nn.Module, e_inc: np.ndarray, batch_size: int,
                    progress: bool = False, compile: bool = False,
-                   stats: dict | None = None, source: object = None):
+                   stats: dict | None = None, source: object = None,
+                   micro_batch: int | None = None):
     """Yield ``(e_inc chunk, showers chunk (numpy, MeV), sampling seconds)`` per batch.
+
+    A batch is sampled in calls of :func:`micro_batch_size` showers (``micro_batch``; default
+    1,000 on a CPU, the whole batch on a GPU), so the time per shower does not grow with
+    ``batch_size``; ``batch_size`` sets how many showers are written at a time.
 
     Showers with NaN, inf or negative voxels are drawn again (:func:`redraw_invalid`); their
     number is added to ``stats["redrawn"]`` when ``stats`` is given.
 
     ``compile``: sample through ``model.compiled_sampler()`` (torch.compile of the model's
     one-pass parts, see :meth:`~caloforge.models.base.GeneratorModel.compiled_sampler`); every
-    batch is padded to
-    ``batch_size`` so that one compiled graph serves all (the first batch includes the
-    compile time).
+    call is padded to the micro-batch size so that one compiled graph serves all (the first
+    batch includes the compile time).
     """
     if batch_size < 1:
         raise ConfigError(f"--batch-size: expected a positive integer, found {batch_size}")
     device = getattr(model, "device", torch.device("cpu"))
+    micro = micro_batch_size(device, batch_size, micro_batch)
     sampler = model.compiled_sampler() if compile else model.sample
+
+    def call(e: np.ndarray) -> torch.Tensor:
+        padded = e
+        if compile and len(e) < micro:
+            padded = np.concatenate([e, np.full(micro - len(e), e[-1])])
+        return sampler(torch.as_tensor(padded, dtype=torch.float64))[:len(e)]
+
     bar = tqdm(total=len(e_inc), desc="generate", unit="shower", disable=not progress,
                leave=False)
     with bar:
         for lo in range(0, len(e_inc), batch_size):
             e = e_inc[lo:lo + batch_size]
-            padded = e
-            if compile and len(e) < batch_size:
-                padded = np.concatenate([e, np.full(batch_size - len(e), e[-1])])
             _sync(device)
             t0 = time.perf_counter()
             with torch.inference_mode():
-                s = sampler(torch.as_tensor(padded, dtype=torch.float64))[:len(e)]
-            s = s.detach().to("cpu", torch.float32).numpy()
+                s = torch.cat([call(e[m:m + micro]).detach().to("cpu", torch.float32)
+                               for m in range(0, len(e), micro)])
+            s = s.numpy()
             s, redrawn = redraw_invalid(model, e, s, source)
             if stats is not None:
                 stats["redrawn"] = stats.get("redrawn", 0) + redrawn
@@ -200,13 +227,15 @@ def sample_batches(model: torch.nn.Module, e_inc: np.ndarray, batch_size: int,
 def generate_to_file(model: torch.nn.Module, e_inc: np.ndarray, path: str | os.PathLike, *,
                      batch_size: int = 10_000, seed: int = 0, overwrite: bool = False,
                      progress: bool = True, attrs: dict | None = None,
-                     compile: bool = False) -> GenerationResult:
+                     compile: bool = False, micro_batch: int | None = None
+                     ) -> GenerationResult:
     """Sample showers for ``e_inc`` (MeV) with ``model`` and write them to ``path``.
 
     The file is written chunk by chunk through :class:`~caloforge.data.ShowerWriter`
     (atomic: it only appears when every batch succeeded). The torch RNG is seeded with
     ``seed``, so the same seed, model and device give the same file. ``compile`` samples
-    through ``torch.compile`` (see :func:`sample_batches`; worth it for large runs).
+    through ``torch.compile`` (see :func:`sample_batches`; worth it for large runs);
+    ``micro_batch`` overrides the showers per sampling call (:func:`micro_batch_size`).
     """
     e_inc = np.asarray(e_inc, dtype=np.float64).reshape(-1)
     if len(e_inc) == 0:
@@ -222,7 +251,8 @@ def generate_to_file(model: torch.nn.Module, e_inc: np.ndarray, path: str | os.P
     with ShowerWriter(path, model.geometry, overwrite=overwrite, attrs=attrs,
                       chunk_rows=min(batch_size, 1000)) as writer:
         for e, s, dt in sample_batches(model, e_inc, batch_size, progress, compile, stats,
-                                       source=attrs.get("checkpoint")):
+                                       source=attrs.get("checkpoint"),
+                                       micro_batch=micro_batch):
             sample_s += dt
             writer.append(e, s)
     return GenerationResult(Path(path), len(e_inc), batch_size, sample_s,

@@ -31,10 +31,10 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from caloforge.atomic import atomic_path
 from caloforge.errors import ConfigError, DataError
+from caloforge.progress import tqdm
 
 LossFn = Callable[[nn.Module, tuple[Tensor, ...]], Tensor]
 History = dict[str, list[float]]

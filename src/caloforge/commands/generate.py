@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from caloforge.commands._options import add_threads, set_threads
+
 ORDER = 35
 
 
@@ -18,7 +20,11 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     src.add_argument("--dataset", default=None, choices=DATASETS,
                      help="use the official energy mix of this dataset (default: the model's)")
     p.add_argument("-n", type=int, default=None, help="number of showers (default: all)")
-    p.add_argument("--batch-size", type=int, default=10_000, help="showers per sampling call")
+    p.add_argument("--batch-size", type=int, default=10_000,
+                   help="showers written at a time (sampled in micro-batches, see below)")
+    p.add_argument("--micro-batch", type=int, default=None, metavar="N",
+                   help="showers per sampling call (default: 1000 on a CPU, where larger "
+                        "calls are slower per shower; the whole batch on a GPU)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda[:i]")
     p.add_argument("--compile", action="store_true",
@@ -26,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "~5x for CaloINN on a CPU at batch 10,000)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_threads(p)
     p.add_argument("-o", "--output", required=True, metavar="OUT.h5", help="output file")
     return p
 
@@ -47,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from caloforge.models.base import load_model
     from caloforge.training import device_problem, dist_info
 
+    set_threads(args.threads)
     if args.n is not None and args.n < 1:
         raise ConfigError(f"-n: expected a positive number of showers, found {args.n}")
     if args.batch_size < 1:
@@ -84,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
         return _run_sharded(args, model, e_inc, device, source, rank, world)
     res = generate_to_file(model, e_inc, args.output, batch_size=args.batch_size,
                            seed=args.seed, overwrite=args.overwrite, progress=not args.quiet,
-                           attrs={"checkpoint": str(args.checkpoint)}, compile=args.compile)
+                           attrs={"checkpoint": str(args.checkpoint)}, compile=args.compile,
+                           micro_batch=args.micro_batch)
     print(f"generated {res.n} showers ({getattr(model, 'name', '?')}, {source}) on {device} "
           f"in {res.total_seconds:.2f} s")
     print(f"time per shower: {res.ms_per_shower:.4f} ms (sampling only, batch size "
@@ -118,7 +127,7 @@ def _run_sharded(args: argparse.Namespace, model, e_inc, device: str, source: st
     res = generate_to_file(model, e_inc[part], shard_path(args.output, rank, world),
                            batch_size=args.batch_size, seed=shard_seed(args.seed, rank, world),
                            overwrite=True, progress=not args.quiet and rank == 0, attrs=attrs,
-                           compile=args.compile)
+                           compile=args.compile, micro_batch=args.micro_batch)
     dist.barrier()  # every shard is complete
     if rank == 0:
         out = merge_shards([shard_path(args.output, r, world) for r in range(world)],

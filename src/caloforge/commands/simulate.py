@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from caloforge.commands._options import add_threads, set_threads
 from caloforge.geometry import DATASETS
 
 ORDER = 20
@@ -41,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_threads(p)
     p.add_argument("-o", "--output", required=True, help="output HDF5 file")
     return p
 
@@ -49,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from caloforge.atomic import check_writable
     from caloforge.simulate import simulate_to_file
 
+    set_threads(args.threads)
     check_writable(args.output, args.overwrite)
     t0 = time.perf_counter()
     path = simulate_to_file(args.output, args.dataset, args.n, seed=args.seed,

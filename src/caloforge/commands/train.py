@@ -12,6 +12,8 @@ import argparse
 import shutil
 from pathlib import Path
 
+from caloforge.commands._options import add_threads, set_threads
+
 ORDER = 30
 
 
@@ -40,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None,
                    help="seed of initialisation and split (default 0; also sets training.seed)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_threads(p)
     p.add_argument("-o", "--output", required=True, metavar="RUN_DIR", help="run directory")
     return p
 
@@ -59,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from caloforge.stream import FileSource, e_inc_range
     from caloforge.training import device_problem
 
+    set_threads(args.threads)
     config = load_config(args.config)
     src = config["_source"]
     if config.get("model", args.model) != args.model:

@@ -152,7 +152,7 @@ def iter_chunks(p: Plan, workers: int = 1, progress: bool = False
             for i, (lo, hi) in enumerate(bounds)]
     bar = None
     if progress:
-        from tqdm import tqdm
+        from caloforge.progress import tqdm
 
         bar = tqdm(total=len(p.e_inc), unit="shower", desc=f"simulate {p.dataset}")
     try:
