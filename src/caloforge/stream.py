@@ -18,8 +18,8 @@ model's per-batch preprocessing (``ShowerSet -> tuple of tensors``) applied in t
 background thread. :class:`Moments` accumulates feature means and standard deviations over
 one streaming pass (the standardisers of the models), merged over ranks under ``torchrun``.
 
-Memory: about ``BUFFER_BYTES`` x 2 (the buffer and one shuffled copy) + ``PREFETCH`` batches,
-whatever the file size. Energies in MeV.
+Memory: about ``BUFFER_BYTES`` (the buffer) + one read unit + ``PREFETCH`` batches, whatever
+the file size. Energies in MeV.
 """
 
 from __future__ import annotations
@@ -276,49 +276,69 @@ class FileSource:
 
     def _batches(self, epoch: int, batch_size: int, rank: int, world: int, shuffle: bool
                  ) -> Iterator[ShowerSet]:
+        """The shuffle buffer: ``cap`` rows; when full, a batch is drawn from random slots and
+        the next rows read take their places, so every row is copied once in and once out."""
         rng = _rng(self.seed, epoch)
         order = rng.permutation(len(self.units)) if shuffle else np.arange(len(self.units))
         mine = [self.units[i] for i in order[rank::world]]
         b = max(1, batch_size // world)
         n_steps = self.steps(batch_size, world)
-        cap = max(self.buffer_bytes // max(1, self.row_bytes), 2 * b,
-                  max((u.rows for u in mine), default=1))
-        if not shuffle:
-            cap = 0
-        emitted = 0
-        carry_e = np.empty(0)
-        carry_s = np.empty((0, self.geometry.n_voxels), dtype=self.infos[0].dtype)
-        pend_e: list[np.ndarray] = []
-        pend_s: list[np.ndarray] = []
-        pend_rows = 0
-
-        def drain(final: bool) -> Iterator[ShowerSet]:
-            nonlocal carry_e, carry_s, pend_e, pend_s, pend_rows, emitted
-            pool_e = np.concatenate([carry_e, *pend_e])
-            pool_s = np.concatenate([carry_s, *pend_s]) if pend_s else carry_s
-            pend_e, pend_s, pend_rows = [], [], 0
-            if shuffle:
-                perm = rng.permutation(len(pool_e))
-                pool_e, pool_s = pool_e[perm], pool_s[perm]
-            keep = 0 if final else cap // 2
-            n_out = len(pool_e) - keep if final else (len(pool_e) - keep) // b * b
-            for lo in range(0, max(n_out, 0), b):
-                if emitted >= n_steps:
-                    break
-                hi = min(lo + b, n_out)
-                emitted += 1
-                yield ShowerSet(pool_e[lo:hi], pool_s[lo:hi], self.geometry)
-            carry_e, carry_s = pool_e[max(n_out, 0):], pool_s[max(n_out, 0):]
-
+        cap = max(self.buffer_bytes // max(1, self.row_bytes), 2 * b)
+        geo = self.geometry
+        if not shuffle:  # file order, no buffer
+            emitted = 0
+            rest_e: list[np.ndarray] = []
+            rest_s: list[np.ndarray] = []
+            for e, s in self._read_units(mine):
+                rest_e.append(e)
+                rest_s.append(s)
+                if sum(len(x) for x in rest_e) < b:
+                    continue
+                e_all, s_all = np.concatenate(rest_e), np.concatenate(rest_s)
+                n_full = len(e_all) // b * b
+                for lo in range(0, n_full, b):
+                    if emitted >= n_steps:
+                        return
+                    emitted += 1
+                    yield ShowerSet(e_all[lo:lo + b], s_all[lo:lo + b], geo)
+                rest_e, rest_s = [e_all[n_full:]], [s_all[n_full:]]
+            if rest_e and len(rest_e[0]) and emitted < n_steps:
+                yield ShowerSet(rest_e[0], rest_s[0], geo)
+            return
+        buf_e = np.empty(cap)
+        buf_s = np.empty((cap, geo.n_voxels), dtype=self.infos[0].dtype)
+        filled = emitted = 0
         for e, s in self._read_units(mine):
-            pend_e.append(e)
-            pend_s.append(s)
-            pend_rows += len(e)
-            if len(carry_e) + pend_rows >= cap:
-                yield from drain(False)
+            pos = 0
+            while pos < len(e):
+                if filled < cap:  # free space: copy rows in
+                    k = min(cap - filled, len(e) - pos)
+                    buf_e[filled:filled + k], buf_s[filled:filled + k] = (e[pos:pos + k],
+                                                                          s[pos:pos + k])
+                    filled, pos = filled + k, pos + k
+                    continue
+                idx = rng.choice(cap, b, replace=False)  # full: a batch from random slots
+                yield ShowerSet(buf_e[idx], buf_s[idx], geo)
+                emitted += 1
+                if emitted >= n_steps:
+                    return
+                k = min(b, len(e) - pos)  # the next rows take the freed slots
+                buf_e[idx[:k]], buf_s[idx[:k]] = e[pos:pos + k], s[pos:pos + k]
+                pos += k
+                if k < b:  # fewer rows than slots: move tail rows into the other holes
+                    holes = idx[k:]
+                    top = filled - len(holes)
+                    movers = np.setdiff1d(np.arange(top, filled), holes)
+                    targets = np.setdiff1d(holes, np.arange(top, filled))
+                    buf_e[targets], buf_s[targets] = buf_e[movers], buf_s[movers]
+                    filled = top
+        perm = rng.permutation(filled)  # the last rows, shuffled
+        for lo in range(0, filled, b):
             if emitted >= n_steps:
                 return
-        yield from drain(True)
+            sel = perm[lo:lo + b]
+            emitted += 1
+            yield ShowerSet(buf_e[sel], buf_s[sel], geo)
 
 
 def _background(make: Callable[[], Iterator], prefetch: int = PREFETCH) -> Iterator:
@@ -488,9 +508,9 @@ def as_val_source(val: object, geometry: Geometry | str | None = None, seed: int
 
 
 def monitor_val(monitor: str, n: int, val: object) -> ShowerSet | None:
-    """The in-memory validation showers a ``monitor: histogram`` score needs: the first ``n``
-    of a streamed validation source (nothing is loaded for ``monitor: loss``)."""
-    if monitor != "histogram" or val is None or isinstance(val, ShowerSet):
+    """The in-memory validation showers a ``monitor: histogram`` or ``classifier`` score needs:
+    the first ``n`` of a streamed validation source (nothing is loaded for ``monitor: loss``)."""
+    if monitor == "loss" or val is None or isinstance(val, ShowerSet):
         return val  # type: ignore[return-value]
     return head(val, n)  # type: ignore[arg-type]
 
