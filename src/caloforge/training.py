@@ -448,6 +448,11 @@ def fit(module: nn.Module, loss_fn: LossFn, train: Sequence[Tensor],
             if cfg.grad_clip is not None:
                 nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
             opt.step()
+            if world > 1 and step == 0 and epoch == start_epoch:
+                # data-dependent initialisations (ActNorm) saw each rank's own batch: all
+                # ranks continue from rank 0's weights and buffers
+                for t in module.state_dict().values():
+                    dist.broadcast(t, src=0)
             if sched is not None:
                 sched.step()
             total += loss.item() * len(idx)
