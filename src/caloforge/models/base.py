@@ -4,7 +4,9 @@ A generator is a :class:`torch.nn.Module` with
 
 * ``__init__(geometry, config)`` — builds the networks from the recipe (the YAML dict);
 * ``fit(train, val, run_dir, *, resume, epochs, **options) -> history`` — trains from
-  :class:`~caloforge.data.ShowerSet`s with :func:`caloforge.training.fit`, checkpointing into
+  :class:`~caloforge.data.ShowerSet`s (in memory) or from files, lists of files or
+  :class:`~caloforge.stream.ShowerSource`s (streamed in bounded memory: statistics in one
+  pass, then per-batch preprocessing) with :func:`caloforge.training.fit`, checkpointing into
   ``run_dir``; ``options`` carries model-specific inputs (e.g. ``teacher=`` for a student);
 * ``sample(e_inc) -> voxels`` — showers in MeV, shape (N, n_voxels), for incident energies
   ``e_inc`` (N,) in MeV;
