@@ -96,6 +96,9 @@ def train_config(config: dict[str, Any], stage: str | None = None, epochs: int |
     else:
         d, where = training, f"{source}[training]"
     d = dict(d)
+    if "progress" in d and not isinstance(d["progress"], bool):  # checked before --quiet
+        raise ConfigError(f"{where[:-1]}.progress]: expected true or false, found "
+                          f"{d['progress']!r}")
     if epochs is not None:
         d["epochs"] = epochs
     d.setdefault("progress", progress)

@@ -361,8 +361,11 @@ def fit(module: nn.Module, loss_fn: LossFn, train: Sequence[Tensor],
             if rank == 0:
                 print(f"caloforge: {exc}; rebuilding it from {last_path.name}", file=sys.stderr)
         else:
-            _load_into(module, state["module"], final_path, "module")
-            return state["history"]
+            trained = len((state["history"] or {}).get("train_loss", []))
+            if trained >= cfg.epochs or last_path is None or not last_path.exists():
+                _load_into(module, state["module"], final_path, "module")
+                return state["history"]
+            # --epochs grew since the stage finished: continue from last.pt
 
     def cast(t: Tensor) -> Tensor:
         return t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype)

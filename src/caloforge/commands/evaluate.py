@@ -78,3 +78,8 @@ def run(args: argparse.Namespace) -> int:
         print(line)
     print(f"wrote {args.output}/metrics.json and {args.output}/report.html")
     return 0
+    for path, data in ((args.generated, generated), (args.reference, reference)):
+        if len(data) == 0:
+            from caloforge.errors import DataError
+
+            raise DataError(f"{path}[showers]: expected showers to evaluate, found 0 rows")

@@ -31,20 +31,26 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from caloforge.data import read_showers, subsample
-    from caloforge.errors import ConfigError
+    from caloforge.errors import CaloforgeError, ConfigError, DataError
     from caloforge.intrinsic_dim import SPACES, estimate_showers, parse_k_range
 
     k_min, k_max = parse_k_range(args.k)
     if args.n < k_max + 1:
         raise ConfigError(f"-n: expected at least KMAX+1 = {k_max + 1} showers, found {args.n}")
     data = read_showers(args.file, args.dataset, clip_negative=args.clip_negative)
+    if len(data) < k_max + 1:
+        raise DataError(f"{args.file}[showers]: expected at least KMAX+1 = {k_max + 1} "
+                        f"showers, found {len(data)}")
     if len(data) > args.n:
         data = subsample(data, args.n, seed=args.seed)
     spaces = SPACES if args.space == "all" else (args.space,)
     print(f"file: {args.file}  ({len(data)} showers, {data.geometry.n_voxels} voxels, "
           f"k = {k_min}..{k_max})")
     for space in spaces:
-        est = estimate_showers(data.showers, data.e_inc, space, k_min, k_max)
+        try:
+            est = estimate_showers(data.showers, data.e_inc, space, k_min, k_max)
+        except CaloforgeError as exc:  # e.g. too few distinct showers: name the file
+            raise type(exc)(f"{args.file}[showers]: {exc}") from None
         ks = sorted(est.per_k)
         show = [ks[0], ks[len(ks) // 2], ks[-1]] if len(ks) > 2 else ks
         detail = ", ".join(f"k={k}: {est.per_k[k]:.1f}" for k in dict.fromkeys(show))

@@ -49,9 +49,14 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from caloforge.atomic import check_writable
+    from caloforge.errors import ConfigError
     from caloforge.simulate import simulate_to_file
 
     set_threads(args.threads)
+    if args.n is not None and args.n < 1:
+        raise ConfigError(f"-n: expected a positive number of showers, found {args.n}")
+    if args.workers < 1:
+        raise ConfigError(f"--workers: expected a positive integer, found {args.workers}")
     check_writable(args.output, args.overwrite)
     t0 = time.perf_counter()
     path = simulate_to_file(args.output, args.dataset, args.n, seed=args.seed,

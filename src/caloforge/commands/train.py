@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     import yaml
 
     from caloforge.atomic import atomic_path
-    from caloforge.config import load_config, override_training
+    from caloforge.config import is_multistage, load_config, override_training, train_config
     from caloforge.data import concat, read_showers
     from caloforge.errors import ConfigError
     from caloforge.geometry import DATASETS
@@ -125,6 +125,10 @@ def run(args: argparse.Namespace) -> int:
     options = {}
     if args.teacher is not None:
         options["teacher"] = load_model(args.teacher)
+    # every stage's training options now, not when the stage starts (after earlier stages)
+    stages = list(config.get("training") or {}) if is_multistage(config) else [None]
+    for stage in stages:
+        train_config(config, stage, epochs=args.epochs)
     model = model_class(args.model)(geometry, config)
     recipe = {k: v for k, v in config.items() if k != "_source"}
     if args.resume:
@@ -199,7 +203,8 @@ def _check_same_run(run_dir: Path, recipe: dict, source: str) -> None:
         raise ConfigError(f"{saved_path}: expected the run's recipe (a YAML mapping), found "
                           f"unreadable data (use a new -o)")
     new = yaml.safe_load(yaml.safe_dump(recipe))  # the same normal form as the saved file
-    for key in sorted(set(saved) | set(new), key=str):
+    keys = sorted(set(saved) | set(new), key=lambda k: (k not in ("model", "dataset"), str(k)))
+    for key in keys:
         if key in _RESUMABLE or saved.get(key) == new.get(key):
             continue
         what = {"model": "--model", "dataset": "the data's geometry"}.get(key, f"{source}[{key}]")

@@ -31,7 +31,7 @@ from torch import nn
 
 from caloforge.atomic import atomic_path
 from caloforge.data import ShowerSet
-from caloforge.errors import CaloforgeError, DataError
+from caloforge.errors import CaloforgeError, ConfigError, DataError
 from caloforge.geometry import Geometry
 
 
@@ -44,11 +44,21 @@ class GeneratorModel(nn.Module, abc.ABC):
     """
 
     name: str = "base"
+    #: The model-specific top-level recipe keys (besides ``model``, ``dataset``, ``training``,
+    #: ``description`` and ``_``-prefixed ones); any other key is refused. None: the model
+    #: checks its keys itself.
+    sections: tuple[str, ...] | None = None
 
     def __init__(self, geometry: Geometry, config: dict[str, Any]) -> None:
         super().__init__()
         self.geometry = geometry
         self.config = dict(config)
+        if self.sections is not None:
+            allowed = (*self.sections, "model", "dataset", "training", "description")
+            for key in self.config:
+                if key not in allowed and not str(key).startswith("_"):
+                    raise ConfigError(f"{self.config.get('_source', 'config')}[{key}]: expected "
+                                      f"one of {', '.join(allowed)}, found unknown key {key!r}")
 
     # -- the contract -----------------------------------------------------------------------
     @abc.abstractmethod

@@ -286,6 +286,7 @@ class CaloFlow(_CaloFlowBase):
     """
 
     name = "caloflow"
+    sections = ("preprocessing", "flow1", "flow2", "sampling")
 
     def __init__(self, geometry: Geometry, config: dict[str, Any]) -> None:
         super().__init__(geometry, config)
@@ -374,6 +375,7 @@ class CaloFlowStudent(_CaloFlowBase):
     """
 
     name = "caloflow-student"
+    sections = ("flow2", "distillation", "sampling", "teacher")
 
     def __init__(self, geometry: Geometry, config: dict[str, Any]) -> None:
         super().__init__(geometry, config)

@@ -69,6 +69,7 @@ class CaloINN(GeneratorModel):
     ``preprocessing``, ``training`` (a single stage)."""
 
     name = "caloinn"
+    sections = ("flow", "preprocessing")
 
     def __init__(self, geometry: Geometry, config: dict[str, Any]) -> None:
         super().__init__(geometry, config)
