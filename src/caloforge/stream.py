@@ -515,6 +515,18 @@ def monitor_val(monitor: str, n: int, val: object) -> ShowerSet | None:
     return head(val, n)  # type: ignore[arg-type]
 
 
+def gather_rows(t: Tensor) -> Tensor:
+    """The rows of ``t`` from every ``torchrun`` rank, concatenated in rank order (``t``
+    itself outside ``torchrun``); for small per-shower tensors (latents, layer energies)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return t
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, t.cpu())
+    return torch.cat(parts)
+
+
 def stats_chunks(source: ShowerSource) -> Iterator[ShowerSet]:
     """This rank's chunks for a one-pass statistics fit (initialises ``torchrun``'s process
     group first, so that :meth:`Moments.all_reduce` can merge the ranks' shares)."""
