@@ -3,10 +3,13 @@
 Rows (dataset-1 photons, each built at its recipe's size from ``configs/``): the CaloFlow
 teacher (MAF flow II) twice, with the textbook inverse (a whole MADE pass per voxel and block,
 as nflows and zuko sample a MAF) and with caloforge's incremental inverse; the CaloFlow student
-(IAF flow II), CaloINN (RQS coupling INN), CaloMan (energy flow + latent flow + decoder) and a
-plain ``zuko.flows.NSF`` coupling flow of CaloINN's size (373 features, 12 transforms, 10 bins,
-3 x 256 hidden) as a library baseline. The models are **untrained**: sampling cost does not
-depend on the weights, so the timings are those of trained models of the same size.
+(IAF flow II), CaloINN (RQS coupling INN), CaloMan (energy flow + latent flow + decoder). Each
+is followed by baselines of the same job and size (:data:`BASELINES`): a plain zuko MAF for the
+teacher, the same zuko MAF in its one-pass direction for the student (an IAF samples that
+way), a zuko RQS *coupling* flow for CaloINN (373 features, 12 blocks, 10 bins, 3 x 256
+hidden), and a plain MLP with the model's weight count for every one-pass generator (the lower
+bound). The models are **untrained**: sampling cost does not depend on the weights, so the
+timings are those of trained models of the same size.
 
 Each row is built by a small function; a model whose module is missing (or fails to build) is
 skipped with a printed note. Timing: ``torch.inference_mode``, one warm-up call per batch size,
@@ -103,33 +106,135 @@ def build_caloman(device: torch.device) -> tuple[Sampler, str]:
     return _model("caloman", "caloman/1-photons-faithful.yaml", device)
 
 
-def build_zuko_nsf(device: torch.device) -> tuple[Sampler, str]:
-    import zuko
+def _params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
 
-    flow = zuko.flows.NSF(368 + 5, 1, transforms=12, bins=10, hidden_features=(256, 256, 256),
-                          passes=2).to(device).eval()
+
+def _condition(e_inc: torch.Tensor, device: torch.device, width: int) -> torch.Tensor:
+    """A (N, width) float32 context from E_inc (the baselines' conditioning cost)."""
+    c = torch.log2(e_inc.to(device, torch.float32) / 1000.0)[:, None]
+    return c.expand(-1, width).contiguous()
+
+
+def build_zuko_coupling(device: torch.device) -> tuple[Sampler, str]:
+    """CaloINN's job in plain zuko: 373 features, context 1, 12 RQS *coupling* blocks (one
+    hyper-network pass per block in both directions; a seeded random half-mask per block in
+    place of CaloINN's permutations), 10 bins, 3 x 256 LeakyReLU hyper-networks."""
+    import zuko
+    from zuko.distributions import DiagNormal
+    from zuko.flows import Flow, GeneralCouplingTransform, UnconditionalDistribution
+    from zuko.transforms import MonotonicRQSTransform
+
+    features, bins = 368 + 5, 10
+    gen = torch.Generator().manual_seed(0)
+    blocks = []
+    for _ in range(12):
+        mask = torch.zeros(features, dtype=torch.bool)
+        mask[torch.randperm(features, generator=gen)[:features // 2]] = True
+        blocks.append(GeneralCouplingTransform(
+            features, 1, mask=mask, univariate=MonotonicRQSTransform,
+            shapes=[(bins,), (bins,), (bins - 1,)], hidden_features=(256, 256, 256),
+            activation=torch.nn.LeakyReLU))
+    base = UnconditionalDistribution(DiagNormal, torch.zeros(features), torch.ones(features),
+                                     buffer=True)
+    flow = Flow(blocks, base).to(device).eval()
 
     def sample(e_inc: torch.Tensor) -> torch.Tensor:
-        c = torch.log2(e_inc.to(device, torch.float32) / 1000.0)[:, None]
-        return flow(c).sample()
+        z = torch.randn(len(e_inc), features, device=device)
+        return flow(_condition(e_inc, device, 1)).transform.inv(z)
 
-    n = sum(p.numel() for p in flow.parameters())
-    return sample, f"{n / 1e6:.2f} M params, float32, zuko {zuko.__version__} NSF passes=2"
+    return sample, (f"{_params(flow) / 1e6:.2f} M params, float32, zuko {zuko.__version__} "
+                    "GeneralCouplingTransform + MonotonicRQSTransform")
 
 
-#: Rows measured at exactly these batch sizes, whatever the projection (the textbook teacher:
-#: its cost per shower falls steeply from batch 1 to 100, so the linear projection from batch
-#: 1 overestimates batch 100; batch 10,000 would take about an hour on 2 CPU cores and is ten
-#: repetitions of the recipe's internal batch of 1,000, which is measured).
-ONLY_SIZES: dict[str, tuple[int, ...]] = {"teacher-full": (1, 100, 1000)}
+def _zuko_maf(hidden: int, device: torch.device) -> torch.nn.Module:
+    import zuko
+
+    return zuko.flows.NSF(368, 6, bins=8, transforms=8, hidden_features=(hidden,)
+                          ).to(device).eval()
+
+
+def build_zuko_maf(device: torch.device) -> tuple[Sampler, str]:
+    """The teacher's flow II in plain zuko: MAF (NSF, fully autoregressive) on 368 features,
+    context 6, 8 blocks, 8 bins, hidden [378]; zuko samples it with one MADE pass per
+    feature and block (the textbook inverse)."""
+    import zuko
+
+    flow = _zuko_maf(378, device)
+
+    def sample(e_inc: torch.Tensor) -> torch.Tensor:
+        z = torch.randn(len(e_inc), 368, device=device)
+        return flow(_condition(e_inc, device, 6)).transform.inv(z)
+
+    return sample, f"{_params(flow) / 1e6:.2f} M params, float32, zuko {zuko.__version__} NSF"
+
+
+def build_zuko_iaf(device: torch.device) -> tuple[Sampler, str]:
+    """The student's flow II in plain zuko: the same MAF at the student's width (hidden
+    [736]) used in its one-pass direction, which is how an IAF samples."""
+    import zuko
+
+    flow = _zuko_maf(736, device)
+
+    def sample(e_inc: torch.Tensor) -> torch.Tensor:
+        z = torch.randn(len(e_inc), 368, device=device)
+        return flow(_condition(e_inc, device, 6)).transform(z)
+
+    return sample, (f"{_params(flow) / 1e6:.2f} M params, float32, zuko {zuko.__version__} "
+                    "NSF, one-pass direction")
+
+
+def _mlp_builder(target_params: float) -> Callable[[torch.device], tuple[Sampler, str]]:
+    """A plain ReLU MLP (noise 368 + E_inc) -> 368 voxels with three hidden layers of one
+    width, sized to ``target_params`` parameters: the lower bound of any one-pass generator
+    with that many weights (matmuls only, no spline, no postprocessing)."""
+
+    def build(device: torch.device) -> tuple[Sampler, str]:
+        n_in, n_out = 369, 368
+        # 2 w^2 + (n_in + n_out + 4) w + n_out = target_params
+        b = n_in + n_out + 4
+        w = max(1, round((-b + (b * b + 8 * (target_params - n_out)) ** 0.5) / 4))
+        net = torch.nn.Sequential(
+            torch.nn.Linear(n_in, w), torch.nn.ReLU(), torch.nn.Linear(w, w), torch.nn.ReLU(),
+            torch.nn.Linear(w, w), torch.nn.ReLU(), torch.nn.Linear(w, n_out)).to(device).eval()
+
+        def sample(e_inc: torch.Tensor) -> torch.Tensor:
+            z = torch.randn(len(e_inc), n_in - 1, device=device)
+            return net(torch.cat([z, _condition(e_inc, device, 1)], 1))
+
+        return sample, f"{_params(net) / 1e6:.2f} M params, float32, 3 hidden x {w}"
+
+    return build
+
+
+#: Rows measured at exactly these batch sizes, whatever the projection (the textbook MAF
+#: inverses: their cost per shower falls steeply from batch 1 to 100, so the linear projection
+#: from batch 1 overestimates batch 100; one call of batch 1,000 takes 20-40 minutes on one
+#: thread of a shared 2-core machine).
+ONLY_SIZES: dict[str, tuple[int, ...]] = {"teacher-full": (1, 100), "zuko-maf": (1,)}
+#: Rows in measuring order: each model is followed by its baselines (same job, same size),
+#: so that a change of the machine's load between rows affects a pair as little as possible.
 ROWS: dict[str, tuple[str, Callable[[torch.device], tuple[Sampler, str]]]] = {
     "teacher-full": ("CaloFlow teacher (MAF), textbook inverse: a full MADE pass per voxel",
                      build_teacher_full),
+    "zuko-maf": ("baseline: zuko MAF (NSF), teacher's flow II size", build_zuko_maf),
     "teacher": ("CaloFlow teacher (MAF), caloforge incremental inverse", build_teacher),
     "student": ("CaloFlow student (IAF)", build_student),
+    "zuko-iaf": ("baseline: zuko MAF in its one-pass direction (IAF), student's flow II size",
+                 build_zuko_iaf),
+    "mlp-student": ("lower bound: plain MLP, student's weight count",
+                    _mlp_builder(52.59e6)),
     "caloinn": ("CaloINN (RQS coupling)", build_caloinn),
+    "zuko-coupling": ("baseline: zuko RQS coupling flow, CaloINN size", build_zuko_coupling),
+    "mlp-caloinn": ("lower bound: plain MLP, CaloINN's weight count", _mlp_builder(18.85e6)),
     "caloman": ("CaloMan, zero-inflated decoder (caloforge fix)", build_caloman),
-    "zuko-nsf": ("zuko NSF coupling, CaloINN size", build_zuko_nsf),
+    "mlp-caloman": ("lower bound: plain MLP, CaloMan's weight count", _mlp_builder(4.10e6)),
+}
+#: model row -> its zuko baseline and its MLP lower bound (same job, same weight count).
+BASELINES: dict[str, tuple[str | None, str | None]] = {
+    "teacher-full": ("zuko-maf", None), "teacher": ("zuko-maf", None),
+    "student": ("zuko-iaf", "mlp-student"), "caloinn": ("zuko-coupling", "mlp-caloinn"),
+    "caloman": (None, "mlp-caloman"),
 }
 
 
@@ -144,21 +249,24 @@ def _sync(device: torch.device) -> None:
 
 def time_call(fn: Sampler, batch: int, device: torch.device, min_time: float,
               warmup: bool = True, min_calls: int = 1) -> float:
-    """Seconds per call of ``fn`` on ``batch`` showers at 65,536 MeV (mean over at least
-    ``min_calls`` calls and ``min_time`` seconds)."""
+    """Seconds per call of ``fn`` on ``batch`` showers at 65,536 MeV: the fastest of at least
+    ``min_calls`` calls made over at least ``min_time`` seconds (on a machine shared with other
+    jobs the fastest call is the one the load disturbed least)."""
     e = torch.full((batch,), 65536.0, dtype=torch.float64, device=device)
     with torch.inference_mode():
         if warmup:
             fn(e)
         _sync(device)
-        calls, t0 = 0, time.perf_counter()
+        calls, best, t0 = 0, float("inf"), time.perf_counter()
         while True:
+            t = time.perf_counter()
             fn(e)
             _sync(device)
+            best = min(best, time.perf_counter() - t)
             calls += 1
             if time.perf_counter() - t0 >= min_time and calls >= min_calls:
                 break
-    return (time.perf_counter() - t0) / calls
+    return best
 
 
 def fmt_ms(seconds_per_shower: float | None) -> str:
@@ -266,13 +374,14 @@ def caloman_table(fn: Sampler, device: torch.device, total: int, sizes: list[int
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
-    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (1: every row alike on a shared machine)")
     ap.add_argument("--rows", default=",".join(ROWS), help="comma list of " + ", ".join(ROWS))
-    ap.add_argument("--sizes", default="1,100,1000,10000", help="batch sizes")
+    ap.add_argument("--sizes", default="1,100,1000", help="batch sizes")
     ap.add_argument("--min-time", type=float, default=1.0, help="seconds per measurement")
     ap.add_argument("--budget", type=float, default=600.0,
                     help="skip a measurement projected to take longer (seconds)")
-    ap.add_argument("--compile", default="student,caloinn,zuko-nsf",
+    ap.add_argument("--compile", default="student,zuko-iaf,caloinn,zuko-coupling",
                     help="rows also measured under torch.compile ('' for none)")
     ap.add_argument("--caloman-sizes", default="500,1000,5000,10000,50000")
     ap.add_argument("--caloman-total", type=int, default=100_000)
@@ -378,6 +487,20 @@ def _x(ratio: float) -> str:
     return f"{ratio:,.0f}x" if ratio >= 10 else f"{ratio:.2g}x"
 
 
+def baseline_ratio(r: dict, base: dict, sizes: list[int]) -> str:
+    """``base`` time / ``r`` time at the largest common batch size, eager vs eager (and
+    compiled vs compiled where both were compiled at the same batch size)."""
+    common = [b for b in sizes if r["t"].get(b) and base["t"].get(b)]
+    if not common:
+        return "-"
+    b = max(common)
+    out = f"{base['t'][b] / r['t'][b]:.2f}x eager (bs {b:,})"
+    rc, bc = r.get("compiled"), base.get("compiled")
+    if rc and bc and rc[0] == bc[0]:
+        out += f"; {bc[2] / rc[2]:.2f}x compiled"
+    return out
+
+
 def render(run: dict) -> str:
     """The BENCHMARKS.md section of one run (see :func:`main`)."""
     results, sizes = run["results"], run["sizes"]
@@ -387,15 +510,21 @@ def render(run: dict) -> str:
         got = _ratio(r, ref, sizes) if ref is not None and ref is not r else None
         return f"{_x(got[0])} (bs {got[1]:,})" if got else "-"
 
+    def versus(key: str, which: int) -> str:
+        base = results.get((BASELINES.get(key) or (None, None))[which] or "")
+        return baseline_ratio(results[key], base, sizes) if base is not None else "-"
+
     header = ["model", *[f"bs {b:,}" for b in sizes], "torch.compile (bs)",
+              "speed vs zuko baseline", "speed vs MLP lower bound",
               "speed-up vs incremental teacher", "speed-up vs textbook teacher",
               "GFLOP per shower (matmul)", "size"]
     rows = []
-    for r in results.values():
+    for key, r in results.items():
         comp = r.get("compiled")
         comp_s = (f"{fmt_ms(comp[2])} (bs {comp[0]:,}; first call {comp[1]:.0f} s)"
                   if comp else "-")
         rows.append([r["label"], *[fmt_ms(r["t"].get(b)) for b in sizes], comp_s,
+                     versus(key, 0), versus(key, 1),
                      speedup(r, "teacher"), speedup(r, "teacher-full"), f"{r['gflop']:.3g}",
                      r["info"]])
     load0, load1 = run["load"]
@@ -404,14 +533,33 @@ def render(run: dict) -> str:
           f"{load1:.1f} at the end (a load above the core count means the machine was "
           "shared).", "",
           table(header, rows), "",
+          f"Machine load during this run: 1-min load average {load0:.1f} at the start and "
+          f"{load1:.1f} at the end on {os.cpu_count()} cores (other engineers' test runs "
+          "shared the machine), so absolute times are inflated; every row ran with one torch "
+          "thread, model and baselines back to back.", "",
+          "Each model row is followed by its baselines, built for the same job at the same "
+          "size: the teacher's flow II as a plain zuko MAF (`zuko.flows.NSF`, sampled with "
+          "zuko's textbook inverse), the student's flow II as the same zuko MAF at the "
+          "student's width in its one-pass direction (the IAF's sampling direction), CaloINN as "
+          "a zuko RQS *coupling* flow (`GeneralCouplingTransform`, one hyper-network pass per "
+          "block and direction), and for every one-pass generator a plain ReLU MLP with the "
+          "same weight count from noise to 368 voxels (matmuls only: a lower bound). The zuko "
+          "rows time the flow alone; the caloforge rows include their pre- and postprocessing "
+          "(and, for the CaloFlow models, flow I). \"speed vs\": baseline time / model time at "
+          "the largest batch size both were measured at, eager against eager and compiled "
+          "against compiled (> 1: caloforge is faster). All rows run with one torch thread, "
+          "one after the other in this order, each timed as the fastest of its calls; the "
+          "machine was shared with other jobs (load above).", "",
           "Models are untrained, built at their `configs/` sizes (sampling cost does not depend "
           "on the weights). End-to-end `model.sample` (flows + postprocessing), inference mode, "
           "after a warm-up call; a call of bs showers is split into passes of the recipe's "
           "`sampling.batch_size` where the size column names one. torch.compile: "
           "`model.compiled_sampler()` (the student compiles its one-pass flow II). Speed-ups "
           "use the fastest measured figure (eager or compiled) of both rows at the largest "
-          "batch size both were measured at. \"-\": not measured, because the projected time "
-          f"of one call (linear in the batch size) exceeded the {run['budget']:.0f} s budget. "
+          "batch size both were measured at. \"-\": not measured: the textbook teacher and the "
+          "zuko MAF run only at the batch sizes of `ONLY_SIZES` (a larger call would take "
+          "tens of minutes on one thread), other rows where the projected time of one call "
+          f"(linear in the batch size) exceeded the {run['budget']:.0f} s budget. "
           "The two teacher rows are the same model: the textbook MAF inverse runs the whole "
           "MADE once per voxel and block (368 x 8 passes, as nflows and zuko do), caloforge's "
           "incremental inverse updates the first hidden layer by one column per voxel and "
