@@ -79,6 +79,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         print(f"caloforge {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
+    except MemoryError:  # sizes are bounded where they enter; this is the last guard
+        print(f"caloforge {args.command}: error: out of memory (expected the inputs to fit in "
+              f"this machine's memory, found they do not: use smaller sizes or batches)",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"caloforge {args.command}: interrupted", file=sys.stderr)
         return 130

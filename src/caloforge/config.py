@@ -122,6 +122,9 @@ def override_training(config: dict[str, Any], **fields: Any) -> dict[str, Any]:
 
 #: Integer keys that may be 0 (or any integer, for seeds); every other integer must be >= 1.
 _INT_MIN = {"seed": None, "noise_seed": None, "embedding": 0}
+#: Upper bounds of sizes (a recipe typo must not ask for terabytes); others: 10^8.
+_INT_MAX = {"transforms": 1024, "bins": 1024, "embedding": 65536}
+MAX_WIDTH = 65536
 #: Float keys that must be > 0 (every other float must be >= 0); ``dropout`` must be < 1.
 _FLOAT_POSITIVE = ("bound", "alpha", "u0_max", "layer_eps", "logit_alpha", "u_scale",
                    "max_voxel_mev")
@@ -166,10 +169,11 @@ def check_values(given: Any, defaults: dict[str, Any], where: str,
         if isinstance(ref, dict):
             out[key] = check_values(val, ref, w)
         elif key == "hidden":
-            if not (isinstance(val, list | tuple) and len(val) > 0 and all(
-                    isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in val)):
-                raise ConfigError(f"{w}: expected a non-empty list of positive integers, "
-                                  f"found {val!r}")
+            if not (isinstance(val, list | tuple) and 0 < len(val) <= 64 and all(
+                    isinstance(h, int) and not isinstance(h, bool) and 0 < h <= MAX_WIDTH
+                    for h in val)):
+                raise ConfigError(f"{w}: expected a non-empty list of at most 64 integers "
+                                  f"1..{MAX_WIDTH}, found {val!r}")
             out[key] = [int(h) for h in val]
         elif key == "k":
             if not (isinstance(val, list | tuple) and len(val) == 2
@@ -181,10 +185,10 @@ def check_values(given: Any, defaults: dict[str, Any], where: str,
             if not isinstance(val, bool):
                 raise ConfigError(f"{w}: expected true or false, found {val!r}")
         elif isinstance(ref, int):
-            low = _INT_MIN.get(key, 1)
+            low, high = _INT_MIN.get(key, 1), _INT_MAX.get(key, 10**8)
             if (not isinstance(val, int) or isinstance(val, bool)
-                    or (low is not None and val < low)):
-                want = "an integer" if low is None else f"an integer >= {low}"
+                    or (low is not None and not low <= val <= high)):
+                want = "an integer" if low is None else f"an integer {low}..{high}"
                 raise ConfigError(f"{w}: expected {want}, found {val!r}")
         elif isinstance(ref, float):
             if isinstance(val, str):  # YAML reads 1e-3 (no dot) as a string

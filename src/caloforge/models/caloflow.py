@@ -105,17 +105,22 @@ def _section(config: dict[str, Any], name: str, defaults: dict[str, Any]) -> dic
     for key, val in out.items():
         where, ref = f"{source}[{name}.{key}]", defaults[key]
         if key == "hidden":
-            ok = (isinstance(val, list | tuple) and len(val) > 0
-                  and all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in val))
+            ok = (isinstance(val, list | tuple) and 0 < len(val) <= 64
+                  and all(isinstance(h, int) and not isinstance(h, bool) and 0 < h <= 65536
+                          for h in val))
             if not ok:
-                raise ConfigError(f"{where}: expected a list of positive integers, found {val!r}")
+                raise ConfigError(f"{where}: expected a non-empty list of integers 1..65536, "
+                                  f"found {val!r}")
             out[key] = [int(h) for h in val]
         elif isinstance(ref, bool):
             if not isinstance(val, bool):
                 raise ConfigError(f"{where}: expected true or false, found {val!r}")
         elif isinstance(ref, int):
-            if not isinstance(val, int) or isinstance(val, bool) or (key != "seed" and val < 1):
-                raise ConfigError(f"{where}: expected a positive integer, found {val!r}")
+            if not isinstance(val, int) or isinstance(val, bool) or (
+                    key != "seed" and not 1 <= val <= (1024 if key in ("transforms", "bins")
+                                                       else 10**8)):
+                raise ConfigError(f"{where}: expected a positive integer (sizes: at most 1024 "
+                                  f"transforms and bins), found {val!r}")
         elif isinstance(ref, float):
             if not isinstance(val, int | float) or isinstance(val, bool) or not math.isfinite(val):
                 raise ConfigError(f"{where}: expected a number, found {val!r}")

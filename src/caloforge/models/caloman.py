@@ -207,9 +207,10 @@ class CaloMan(GeneratorModel):
         cfg = self.cfg
         if latent == "auto":  # placeholder until fit() estimates it
             latent = 2
-        if not isinstance(latent, int) or latent < 2:
-            raise ConfigError(f"{self.src}[latent_dim]: expected an integer >= 2 or 'auto', "
-                              f"found {latent!r}")
+        if not isinstance(latent, int) or isinstance(latent, bool) or not (
+                2 <= latent <= self.n_voxels):
+            raise ConfigError(f"{self.src}[latent_dim]: expected an integer 2..{self.n_voxels} "
+                              f"(the voxel count) or 'auto', found {latent!r}")
         self.latent_dim = latent
         self.autoencoder = ConditionalAutoencoder(
             self.n_voxels, self.n_cond, latent, [int(h) for h in cfg["hidden"]],
