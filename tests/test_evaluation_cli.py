@@ -53,9 +53,15 @@ def test_cli_writes_metrics_report_and_plots(files, tmp_path, capsys):
     assert 0 <= m["auc_high"] <= 1 and 0 <= m["prdc"]["coverage"] <= 1
     assert m["settings"]["split_per_class"] == [264, 66, 70]  # 400 x (80, 20, 21) / 121
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 1
+    assert html.count("data:image/png;base64,") == 2  # outputs and the w = p/(1-p) picture
     assert (out / "plots" / "cls-high.png").exists()
-    assert "cls-high" in capsys.readouterr().out
+    assert (out / "plots" / "cls-high_weights.png").exists()
+    c = m["classifier"]["cls-high"]
+    assert c["protocol"] == "quick" and len(c["train_loss"][0]) >= 1 and m["learned_high"] in (
+        True, False)
+    assert m["reading_high"] in html and 0 < m["auc_high_err"] < 0.5
+    printed = capsys.readouterr().out
+    assert "cls-high" in printed and m["reading_high"] in printed
     assert main(args) == 2  # outputs exist and no --overwrite
     assert "--overwrite" in capsys.readouterr().err
 

@@ -77,9 +77,18 @@ def test_official_vector_sizes_and_chunking(monkeypatch):
     chunked = high_level_features(ss)
     for k in full:
         np.testing.assert_allclose(chunked[k], full[k], rtol=1e-12, atol=1e-12)
-    xt = np.where(x < 1.0, 0.0, x.astype(np.float64))
-    np.testing.assert_allclose(full["E_tot"], xt.sum(1), rtol=1e-12)
-    np.testing.assert_allclose(full["E_layer_13"], xt[:, 363:523].sum(1), rtol=1e-12)
+    # default: sums in the file's dtype (float32 here), as the official evaluate.py
+    x32 = np.where(x < 1.0, np.float32(0), x)
+    np.testing.assert_array_equal(full["E_tot"], x32.sum(1).astype(np.float64))
+    np.testing.assert_array_equal(full["E_layer_13"], x32[:, 363:523].sum(1).astype(np.float64))
+    xt = x32.astype(np.float64)
     eta = g.centres()[0][8:108]
-    np.testing.assert_allclose(full["EC_eta_1"],
+    el32 = x32[:, 8:108].sum(1).astype(np.float64)
+    np.testing.assert_allclose(full["EC_eta_1"], xt[:, 8:108] @ eta / (el32 + 1e-16), rtol=1e-10)
+    # sums="float64": double-precision sums
+    exact = high_level_features(ss, sums="float64")
+    np.testing.assert_allclose(exact["E_tot"], xt.sum(1), rtol=1e-12)
+    np.testing.assert_allclose(exact["E_layer_13"], xt[:, 363:523].sum(1), rtol=1e-12)
+    np.testing.assert_allclose(exact["EC_eta_1"],
                                xt[:, 8:108] @ eta / (xt[:, 8:108].sum(1) + 1e-16), rtol=1e-10)
+    assert not np.array_equal(exact["E_tot"], full["E_tot"])

@@ -1,4 +1,5 @@
-"""The "mean histogram difference" monitor (caloforge.monitor, ``monitor: histogram``)."""
+"""Training monitors (caloforge.monitor): the "mean histogram difference" (``monitor:
+histogram``) and the boosted-tree AUC (``monitor: classifier``)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from conftest import run_cli
 from caloforge.config import train_config
 from caloforge.data import subsample, write_showers
 from caloforge.errors import ConfigError
-from caloforge.monitor import histogram_score
+from caloforge.monitor import classifier_score, every, histogram_score
 from caloforge.simulate import simulate
 
 
@@ -53,9 +54,14 @@ def test_score_restores_the_global_rng_and_needs_validation_data(val) -> None:
 def test_config_values_are_checked() -> None:
     cfg = train_config({"training": {"monitor": "histogram", "monitor_samples": 500}})
     assert cfg.monitor == "histogram" and cfg.monitor_samples == 500
-    with pytest.raises(ConfigError, match=r"\[monitor\]: expected 'loss' or 'histogram'"):
+    with pytest.raises(ConfigError,
+                       match=r"monitor\]: expected 'loss', 'histogram' or 'classifier'"):
         train_config({"training": {"monitor": "auc"}})
-    with pytest.raises(ConfigError, match=r"\[monitor_samples\]"):
+    cfg = train_config({"training": {"monitor": "classifier", "monitor_every": 3}})
+    assert cfg.monitor == "classifier" and cfg.monitor_every == 3
+    with pytest.raises(ConfigError, match=r"monitor_every\]"):
+        train_config({"training": {"monitor_every": 0}})
+    with pytest.raises(ConfigError, match=r"monitor_samples\]"):
         train_config({"training": {"monitor_samples": 10}})
 
 
@@ -94,3 +100,31 @@ def test_teacher_flow2_histograms_need_validation_before_training(val) -> None:
     model = model_class("caloflow")(val.geometry, cfg)
     with pytest.raises(ConfigError, match=r"training.flow2\[monitor\].*--val"):
         model.fit(val, None, None, progress=False)  # raised before flow I trains
+
+
+def test_classifier_score_sees_a_distortion_and_not_the_showers_themselves(val) -> None:
+    ref = subsample(val, 400, seed=2)
+
+    def replay(scale: float):
+        def sample(e_inc: torch.Tensor) -> torch.Tensor:
+            assert np.array_equal(e_inc.numpy(), ref.e_inc)
+            return torch.as_tensor(ref.showers * scale)
+        return sample
+
+    hot = classifier_score(replay(1.5), val, 400, seed=2)(None)
+    same = classifier_score(replay(1.0), val, 400, seed=2)(None)
+    assert hot > 0.9 and abs(same - 0.5) < 0.1
+    with pytest.raises(ConfigError, match=r"\[monitor\]: 'classifier'.*--val"):
+        classifier_score(replay(1.0), None, 400)
+
+
+def test_every_k_epochs_repeats_the_last_score() -> None:
+    calls = []
+
+    def score(_m) -> float:
+        calls.append(1)
+        return float(len(calls))
+
+    sparse = every(score, 3)
+    assert [sparse(None) for _ in range(7)] == [1, 1, 1, 2, 2, 2, 3]
+    assert every(score, 1) is score

@@ -64,8 +64,13 @@ class TrainConfig:
             for flows, L2 reconstruction for autoencoders, the distillation score for the
             student) or ``histogram`` (the seed talk's "mean histogram difference": mean
             separation power of the high-level-feature histograms of ``monitor_samples``
-            generated showers against validation showers; see :mod:`caloforge.monitor`).
-        monitor_samples: Validation showers generated per epoch for ``monitor: histogram``.
+            generated showers against validation showers; see :mod:`caloforge.monitor`) or
+            ``classifier`` (the AUC of a quick boosted-tree classifier on the high-level
+            features of ``monitor_samples`` generated vs validation showers).
+        monitor_samples: Validation showers generated per evaluation for ``monitor:
+            histogram`` / ``classifier``.
+        monitor_every: Evaluate the ``histogram`` / ``classifier`` score every this many
+            epochs (the epochs between keep the last score).
     """
 
     epochs: int = 50
@@ -84,6 +89,7 @@ class TrainConfig:
     progress: bool = True
     monitor: str = "loss"
     monitor_samples: int = 2000
+    monitor_every: int = 1
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None, source: str = "config") -> TrainConfig:
@@ -150,8 +156,10 @@ class TrainConfig:
             raise bad("seed", "an integer")
         if not isinstance(self.progress, bool):
             raise bad("progress", "true or false")
-        if self.monitor not in ("loss", "histogram"):
-            raise bad("monitor", "'loss' or 'histogram'")
+        if self.monitor not in ("loss", "histogram", "classifier"):
+            raise bad("monitor", "'loss', 'histogram' or 'classifier'")
+        if not is_int(self.monitor_every) or self.monitor_every < 1:
+            raise bad("monitor_every", "a positive integer")
         if not is_int(self.monitor_samples) or self.monitor_samples < 100:
             raise bad("monitor_samples", "an integer >= 100")
 

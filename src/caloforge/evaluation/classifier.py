@@ -16,47 +16,43 @@ Procedure (CaloChallenge ``evaluate.py``, spec/EVALUATION.md §4):
 
 Deviation: the network runs in float32 (the official script uses float64) for speed; the
 metric's run-to-run spread is far larger than that difference.
+
+Quick settings. Any other (epochs, width, batch size, learning rate) is a *quick* run, and two
+things change so that "fewer epochs" never means "untrained": the inputs are standardised
+(mean and standard deviation of the train split; the official inputs span many orders of
+magnitude) and training runs at least ``min_steps`` optimiser steps (:data:`QUICK_MIN_STEPS`),
+adding epochs as needed. The official protocol is left exactly as it is.
+
+Every result carries its training curve, a bootstrap interval of the AUC and the ``learned``
+flag (:mod:`caloforge.evaluation.verdict`).
 """
 
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.isotonic import IsotonicRegression
-from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
 from caloforge.errors import ConfigError, DataError
+from caloforge.evaluation.verdict import ClassifierResult, finish
+
+__all__ = ["ClassifierResult", "classifier_test", "is_official", "split_sizes"]
 
 #: Official per-class (train, test, val) sizes.
 OFFICIAL_SPLITS = {"1-photons": (80_000, 20_000, 21_000), "1-pions": (80_000, 20_000, 20_800),
                    "2": (60_000, 20_000, 20_000), "3": (60_000, 20_000, 20_000)}
-CLIP = 1e-6
+#: Official DNN settings: (epochs, width, batch size, learning rate).
+OFFICIAL_DNN = (50, 2048, 1000, 2e-4)
+#: Fewest optimiser steps of a quick (non-official) DNN run.
+QUICK_MIN_STEPS = 1000
 
 
-@dataclass
-class ClassifierResult:
-    """One classifier test.
-
-    Attributes:
-        auc: ROC AUC of the calibrated val outputs (0.5 = indistinguishable).
-        jsd: (ln 2 - BCE) / ln 2 of the calibrated val outputs (0 = indistinguishable).
-        accuracy: Val accuracy after calibration.
-        best_epoch: 1-based epoch with the best test accuracy.
-        scores: Calibrated val outputs; ``labels``: their labels (1 = reference).
-        epoch_seconds: Wall time of each epoch (training and test-accuracy pass).
-    """
-
-    auc: float
-    jsd: float
-    accuracy: float
-    best_epoch: int
-    scores: np.ndarray
-    labels: np.ndarray
-    epoch_seconds: list[float]
+def is_official(epochs: int, width: int, batch_size: int, lr: float) -> bool:
+    """Whether these DNN settings are the CaloChallenge protocol."""
+    return (epochs, width, batch_size, lr) == OFFICIAL_DNN
 
 
 def split_sizes(n: int, dataset: str) -> tuple[int, int, int]:
@@ -93,7 +89,7 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def _split(gen: np.ndarray, ref: np.ndarray, dataset: str, rng: np.random.Generator
+def split_classes(gen: np.ndarray, ref: np.ndarray, dataset: str, rng: np.random.Generator
            ) -> list[tuple[np.ndarray, np.ndarray]]:
     """(x, y) of train, test, val: each class shuffled, split, then both merged and shuffled."""
     parts: list[list[np.ndarray]] = [[], [], []]
@@ -124,21 +120,41 @@ def _predict(model: torch.nn.Module, x: np.ndarray, device: torch.device,
 
 def classifier_test(gen: np.ndarray, ref: np.ndarray, dataset: str, *, epochs: int = 50,
                     width: int = 2048, batch_size: int = 1000, lr: float = 2e-4, seed: int = 0,
-                    device: str = "auto", progress: bool = True, desc: str = "classifier"
+                    device: str = "auto", progress: bool = True, desc: str = "classifier",
+                    min_steps: int | None = None, standardize: bool | None = None
                     ) -> ClassifierResult:
-    """Train the DNN on ``gen`` (label 0) vs ``ref`` (label 1) inputs (N, d); see module doc."""
+    """Train the DNN on ``gen`` (label 0) vs ``ref`` (label 1) inputs (N, d); see module doc.
+
+    Args:
+        min_steps: Fewest optimiser steps (default: 0 for the official settings,
+            :data:`QUICK_MIN_STEPS` otherwise); epochs are added until it is reached.
+        standardize: Standardise inputs with train-split statistics (default: only for quick
+            settings).
+    """
     if gen.shape[1:] != ref.shape[1:] or gen.ndim != 2:
         raise DataError(f"classifier inputs: expected equal (N, d) shapes, found {gen.shape} "
                         f"and {ref.shape}")
     if len(gen) != len(ref):
         raise DataError(f"classifier inputs: expected equal event counts, found {len(gen)} "
                         f"generated and {len(ref)} reference")
-    if epochs < 1 or width < 1:
-        raise ConfigError(f"--epochs/--width: expected positive integers, found {epochs}/{width}")
+    if epochs < 1 or width < 1 or batch_size < 1:
+        raise ConfigError(f"--epochs/--width/--batch-size: expected positive integers, found "
+                          f"{epochs}/{width}/{batch_size}")
+    official = is_official(epochs, width, batch_size, lr)
+    min_steps = (0 if official else QUICK_MIN_STEPS) if min_steps is None else min_steps
+    standardize = (not official) if standardize is None else standardize
     dev = resolve_device(device)
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    (x_tr, y_tr), (x_te, y_te), (x_va, y_va) = _split(gen, ref, dataset, rng)
+    (x_tr, y_tr), (x_te, y_te), (x_va, y_va) = split_classes(gen, ref, dataset, rng)
+    if standardize:
+        mean = x_tr.mean(axis=0, dtype=np.float64)
+        std = x_tr.std(axis=0, dtype=np.float64)
+        std[~(std > 0)] = 1.0
+        x_tr, x_te, x_va = (((x - mean) / std).astype(np.float32)
+                            for x in (x_tr, x_te, x_va))
+    steps_per_epoch = math.ceil(len(x_tr) / batch_size)
+    epochs = max(epochs, math.ceil(min_steps / steps_per_epoch))
     model = make_dnn(gen.shape[1], width).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     loss_fn = torch.nn.BCEWithLogitsLoss()
@@ -147,11 +163,14 @@ def classifier_test(gen: np.ndarray, ref: np.ndarray, dataset: str, *, epochs: i
     best_acc, best_epoch, best_state = -1.0, 0, None
     gen_t = torch.Generator().manual_seed(seed)
     bar = tqdm(range(epochs), desc=desc, disable=not progress, leave=False)
-    epoch_seconds = []
+    epoch_seconds: list[float] = []
+    train_loss: list[float] = []
+    test_acc: list[float] = []
     for epoch in bar:
         t0 = time.perf_counter()
         model.train()
         perm = torch.randperm(len(xt), generator=gen_t)
+        total = 0.0
         for lo in range(0, len(xt), batch_size):
             idx = perm[lo:lo + batch_size]
             logits = model(xt[idx].to(dev)).reshape(-1)
@@ -159,7 +178,10 @@ def classifier_test(gen: np.ndarray, ref: np.ndarray, dataset: str, *, epochs: i
             opt.zero_grad()
             loss.backward()
             opt.step()
+            total += float(loss.detach()) * len(idx)
+        train_loss.append(total / len(xt))
         acc = float(np.mean((_predict(model, x_te, dev) > 0.5) == y_te))
+        test_acc.append(acc)
         epoch_seconds.append(time.perf_counter() - t0)
         bar.set_postfix(test_acc=f"{acc:.4f}")
         if acc > best_acc:
@@ -169,11 +191,6 @@ def classifier_test(gen: np.ndarray, ref: np.ndarray, dataset: str, *, epochs: i
             break
     bar.close()
     model.load_state_dict(best_state)
-    iso = IsotonicRegression(out_of_bounds="clip", y_min=CLIP, y_max=1.0 - CLIP)
-    iso.fit(_predict(model, x_te, dev), y_te)
-    p = iso.predict(_predict(model, x_va, dev))
-    bce = -float(np.mean(y_va * np.log(p) + (1.0 - y_va) * np.log(1.0 - p)))
-    return ClassifierResult(auc=float(roc_auc_score(y_va, p)),
-                            jsd=float((np.log(2.0) - bce) / np.log(2.0)),
-                            accuracy=float(np.mean(np.round(p) == y_va)), best_epoch=best_epoch,
-                            scores=p, labels=y_va, epoch_seconds=epoch_seconds)
+    return finish(_predict(model, x_te, dev), y_te, _predict(model, x_va, dev), y_va,
+                  train_loss=train_loss, test_curve=test_acc, best_epoch=best_epoch,
+                  epoch_seconds=epoch_seconds, kind="dnn", seed=seed)

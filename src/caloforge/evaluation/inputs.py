@@ -10,6 +10,10 @@
   log10(E_tot + 1e-8), sparsity, EC_r/100, Width_r/100 (every layer)]`` -> dim 30 (DS1 photons),
   46 (DS1 pions), 362 (DS2/3).
 
+* ``cls-gbdt-high``: the ``cls-high`` vector; ``cls-gbdt-low``: the ``cls-low`` vector plus
+  ``log10(E_l + 1e-8)`` for every layer, ``log10(E_tot + 1e-8)`` and ``E_tot / E_inc``
+  (dim 1 + n_voxels + n_layers + 2; see :mod:`caloforge.evaluation.gbdt`).
+
 Voxels are thresholded at the official value first; energies in MeV, positions in mm.
 Low-level inputs are float32 (dataset 3 would need 32 GB in float64).
 """
@@ -21,7 +25,7 @@ import numpy as np
 from caloforge.data import ShowerSet
 from caloforge.features import CHUNK_VALUES, apply_threshold, high_level_features
 
-MODES = ("cls-low", "cls-low-normed", "cls-high")
+MODES = ("cls-low", "cls-low-normed", "cls-high", "cls-gbdt-low", "cls-gbdt-high")
 
 
 def high_level_vector(feats: dict[str, np.ndarray], ss: ShowerSet) -> np.ndarray:
@@ -62,10 +66,32 @@ def low_level_vector(ss: ShowerSet, threshold: float, normed: bool = False) -> n
     return out
 
 
+def gbdt_low_vector(ss: ShowerSet, threshold: float) -> np.ndarray:
+    """The ``cls-gbdt-low`` input (N, d) in float32: ``cls-low`` plus layer and total sums."""
+    geo = ss.geometry
+    n, nv, nl = len(ss), geo.n_voxels, geo.n_layers
+    out = np.empty((n, 1 + nv + nl + 2), dtype=np.float32)
+    e_inc = np.asarray(ss.e_inc, dtype=np.float64)
+    out[:, 0] = np.log10(e_inc)
+    rows = max(1, CHUNK_VALUES // max(nv, 1))
+    for lo in range(0, n, rows):
+        hi = min(lo + rows, n)
+        x = apply_threshold(ss.showers[lo:hi], threshold)
+        el = geo.layer_energies(x)
+        e_tot = el.sum(axis=1)
+        out[lo:hi, 1:1 + nv] = x / e_inc[lo:hi, None]
+        out[lo:hi, 1 + nv:1 + nv + nl] = np.log10(el + 1e-8)
+        out[lo:hi, -2] = np.log10(e_tot + 1e-8)
+        out[lo:hi, -1] = e_tot / e_inc[lo:hi]
+    return out
+
+
 def classifier_input(mode: str, ss: ShowerSet, threshold: float,
                      feats: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """The input array of classifier ``mode`` (one of :data:`MODES`) for ``ss``."""
-    if mode == "cls-high":
+    if mode == "cls-gbdt-low":
+        return gbdt_low_vector(ss, threshold)
+    if mode in ("cls-high", "cls-gbdt-high"):
         return high_level_vector(feats if feats is not None
                                  else high_level_features(ss, threshold), ss)
     return low_level_vector(ss, threshold, normed=mode == "cls-low-normed")

@@ -124,3 +124,29 @@ def scores_png(scores: np.ndarray, labels: np.ndarray, title: str) -> bytes:
     ax.set_title(title, fontsize=9)
     fig.subplots_adjust(left=0.14, right=0.97, top=0.9, bottom=0.14)
     return to_png(fig)
+
+
+def weights_png(scores: np.ndarray, labels: np.ndarray, title: str) -> bytes:
+    """Histogram of ``log10 w``, ``w = p / (1 - p)``, for reference and generated showers.
+
+    ``w`` estimates the density ratio p_ref / p_gen at each shower (seed talk 001, "Failure
+    modes"): generated showers piling up at small ``w`` lie where the reference has little
+    density (the model over-populates a region), reference showers at large ``w`` lie where the
+    model puts too little (it misses part of the manifold)."""
+    p = np.clip(np.asarray(scores, dtype=np.float64), 1e-6, 1.0 - 1e-6)
+    logw = np.log10(p / (1.0 - p))
+    fig = Figure(figsize=(5.0, 3.6))
+    ax = fig.subplots()
+    edges = np.linspace(-6.0, 6.0, 61)
+    ax.hist(np.clip(logw[labels == 1], -6, 6), edges, color=REF_COLOUR, alpha=0.5,
+            label="reference")
+    ax.hist(np.clip(logw[labels == 0], -6, 6), edges, histtype="step", color=GEN_COLOUR,
+            linewidth=1.5, label="generated")
+    ax.axvline(0.0, color="k", linewidth=0.6)
+    ax.set_xlabel(r"$\log_{10} w$, $w = p/(1-p)$ (> 0: looks like reference)")
+    ax.set_ylabel("showers")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=9)
+    fig.subplots_adjust(left=0.14, right=0.97, top=0.9, bottom=0.16)
+    return to_png(fig)

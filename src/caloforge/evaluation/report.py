@@ -37,6 +37,11 @@ def write_json(path: Path, metrics: dict, overwrite: bool) -> None:
     write_bytes(path, (json.dumps(clean(metrics), indent=2) + "\n").encode(), overwrite)
 
 
+#: (metrics tag, display name) of every classifier test.
+CLASSIFIERS = (("low", "cls-low"), ("low_normed", "cls-low-normed"), ("high", "cls-high"),
+               ("gbdt_low", "cls-gbdt-low"), ("gbdt_high", "cls-gbdt-high"))
+
+
 def _fmt(value: Any, err: Any = None, scale: str = "") -> str:
     if value is None:
         return "–"
@@ -48,19 +53,24 @@ def _fmt(value: Any, err: Any = None, scale: str = "") -> str:
 
 def _rows(metrics: dict) -> list[tuple[str, str]]:
     rows = []
-    for tag, label in (("low", "cls-low"), ("low_normed", "cls-low-normed"),
-                       ("high", "cls-high")):
+    for tag, label in CLASSIFIERS:
         if metrics.get(f"auc_{tag}") is not None:
-            rows.append((f"AUC {label}", _fmt(metrics[f"auc_{tag}"], metrics[f"auc_{tag}_std"])))
+            err = metrics.get(f"auc_{tag}_err", metrics[f"auc_{tag}_std"])
+            rows.append((f"AUC {label}", _fmt(metrics[f"auc_{tag}"], err)))
             rows.append((f"JSD {label}", _fmt(metrics[f"jsd_{tag}"], metrics[f"jsd_{tag}_std"])))
+            if metrics.get(f"reading_{tag}"):
+                rows.append((f"reading {label}", metrics[f"reading_{tag}"]))
     if metrics.get("fpd") is not None:
         rows.append(("FPD × 10³", _fmt(metrics["fpd"], metrics["fpd_err"])))
     if metrics.get("kpd") is not None:
         rows.append(("KPD × 10³", _fmt(metrics["kpd"], metrics["kpd_err"])))
     for key, value in (metrics.get("prdc") or {}).items():
         rows.append((key, _fmt(value)))
+    if metrics.get("mean_separation_power_official") is not None:
+        rows.append(("mean separation power (official feature set)",
+                     _fmt(metrics["mean_separation_power_official"])))
     if metrics.get("mean_separation_power") is not None:
-        rows.append(("mean separation power (high-level features)",
+        rows.append(("mean separation power (all high-level features)",
                      _fmt(metrics["mean_separation_power"])))
     return rows
 

@@ -6,14 +6,30 @@ the low-level classifier; ``cls-low-normed`` runs only when asked):
 * ``hist``: separation power of every high-level-feature histogram, the per-energy
   E_tot/E_inc (dataset 1) and the voxel spectrum; PNGs of all of them and of the average
   showers (overall and per incident energy);
-* ``cls-low``, ``cls-low-normed``, ``cls-high``: classifier tests (AUC, JSD; mean ± std over
-  ``repeats`` trainings with seeds ``seed, seed+1, ...``);
+* ``cls-low``, ``cls-low-normed``, ``cls-high``: DNN classifier tests (AUC, JSD; mean ± std over
+  ``repeats`` trainings with seeds ``seed, seed+1, ...``); the official protocol with the
+  default settings, a *quick* one (standardised inputs, at least 1000 optimiser steps) otherwise;
+* ``cls-gbdt-low``, ``cls-gbdt-high`` (``gbdt`` = both): boosted-tree classifier tests, strong
+  at the sample sizes a CPU run has (:mod:`caloforge.evaluation.gbdt`);
+
+Every classifier result carries its training curve, a bootstrap interval of the AUC
+(``auc_<tag>_err`` is the 68 % half width, or the spread over ``repeats``), a ``learned_<tag>``
+flag and a ``reading_<tag>``: "distinguishable", "not distinguishable at this sample size" or
+"classifier did not learn: no evidence either way" (:mod:`caloforge.evaluation.verdict`). The
+report shows the classifier outputs and the histogram of ``w = p / (1 - p)`` per class, which
+shows where generated showers over-populate (large ``w`` missing, small ``w`` piled up) or miss
+the reference manifold.
 * ``fpd``, ``kpd``: on the ``cls-high`` vector, CaloChallenge settings, reported x 10^3;
 * ``prdc``: precision, recall, density, coverage (k = 5) on log voxel energies.
 
 The voxel threshold is the reference geometry's official one (1 MeV dataset 1, 15.15 keV
 datasets 2/3). Both samples must have the same geometry and size (``subsample=True`` draws the
-larger one down).
+larger one down). Layer and total energies are summed in the files' dtype, as the official
+script does (``sums="float64"`` for double precision; see :mod:`caloforge.features`).
+``mean_separation_power`` averages every high-level-feature histogram;
+``mean_separation_power_official`` only those the official ``hist`` mode draws (E_tot/E_inc,
+E_layer, centres and widths in eta and phi), without caloforge's extra EC_r, Width_r and
+sparsity.
 """
 
 from __future__ import annotations
@@ -29,35 +45,50 @@ from caloforge import __version__
 from caloforge.data import ShowerSet
 from caloforge.errors import ConfigError
 from caloforge.evaluation import plots
-from caloforge.evaluation.classifier import OFFICIAL_SPLITS, classifier_test, split_sizes
+from caloforge.evaluation.classifier import (
+    OFFICIAL_SPLITS,
+    classifier_test,
+    is_official,
+    split_sizes,
+)
 from caloforge.evaluation.compare import check_compatible
 from caloforge.evaluation.fpd import CALO_KPD_BATCH, CALO_MIN_SAMPLES, fpd, kpd
+from caloforge.evaluation.gbdt import gbdt_test
 from caloforge.evaluation.histograms import (
     DS1,
     hlf_histograms,
     per_energy_histograms,
+    split_name,
     voxel_histogram,
 )
 from caloforge.evaluation.inputs import classifier_input, high_level_vector
 from caloforge.evaluation.prdc import PRDC_MAX_SAMPLES, shower_prdc
 from caloforge.evaluation.report import clean, render_html, write_bytes, write_json
+from caloforge.evaluation.verdict import ClassifierResult, reading
 from caloforge.features import CHUNK_VALUES, apply_threshold, high_level_features
 
-MODES = ("hist", "cls-low", "cls-low-normed", "cls-high", "fpd", "kpd", "prdc")
+MODES = ("hist", "cls-low", "cls-low-normed", "cls-high", "cls-gbdt-low", "cls-gbdt-high",
+         "fpd", "kpd", "prdc")
 ALL = ("hist", "cls-low", "cls-high", "fpd", "kpd", "prdc")
-CLS_TAGS = {"cls-low": "low", "cls-low-normed": "low_normed", "cls-high": "high"}
+#: Shorthands accepted by ``--mode``.
+ALIASES = {"all": ALL, "gbdt": ("cls-gbdt-low", "cls-gbdt-high")}
+CLS_TAGS = {"cls-low": "low", "cls-low-normed": "low_normed", "cls-high": "high",
+            "cls-gbdt-low": "gbdt_low", "cls-gbdt-high": "gbdt_high"}
+#: Feature kinds whose histograms the official ``hist`` mode draws.
+OFFICIAL_KINDS = ("E_ratio", "E_layer", "EC_eta", "EC_phi", "Width_eta", "Width_phi")
 
 
 def parse_modes(modes: str | Iterable[str]) -> list[str]:
     """Mode names (comma-separated strings allowed; ``all`` expands) in canonical order."""
     items = [modes] if isinstance(modes, str) else list(modes)
     names = {m.strip() for item in items for m in str(item).split(",") if m.strip()}
-    bad = names - set(MODES) - {"all"}
+    bad = names - set(MODES) - set(ALIASES)
     if bad or not names:
-        raise ConfigError(f"--mode: expected all or some of {', '.join(MODES)}, "
+        raise ConfigError(f"--mode: expected all, gbdt or some of {', '.join(MODES)}, "
                           f"found {', '.join(sorted(bad)) or 'nothing'}")
-    if "all" in names:
-        names |= set(ALL)
+    for alias, members in ALIASES.items():
+        if alias in names:
+            names |= set(members)
     return [m for m in MODES if m in names]
 
 
@@ -68,8 +99,12 @@ def empty_metrics() -> dict:
         for key in ("auc", "jsd"):
             out[f"{key}_{tag}"] = None
             out[f"{key}_{tag}_std"] = None
+        out[f"auc_{tag}_err"] = None
+        out[f"learned_{tag}"] = None
+        out[f"reading_{tag}"] = None
     out.update(fpd=None, fpd_err=None, kpd=None, kpd_err=None, prdc=None,
-               separation_power=None, mean_separation_power=None, classifier={}, timing_s={})
+               separation_power=None, mean_separation_power=None,
+               mean_separation_power_official=None, classifier={}, timing_s={})
     return out
 
 
@@ -121,6 +156,8 @@ def _hist_stage(gen: ShowerSet, ref: ShowerSet, feats: Features, thr: float, met
     geo = ref.geometry
     hists = hlf_histograms(feats[0], feats[1], geo, thr)
     metrics["mean_separation_power"] = float(np.mean([h.separation for h in hists.values()]))
+    metrics["mean_separation_power_official"] = float(np.mean(
+        [h.separation for k, h in hists.items() if split_name(k)[0] in OFFICIAL_KINDS]))
     hists |= per_energy_histograms(feats[0]["E_ratio"], gen.e_inc, feats[1]["E_ratio"],
                                    ref.e_inc, geo)
     hists["voxel"] = voxel_histogram(gen.showers, ref.showers, thr)
@@ -131,30 +168,56 @@ def _hist_stage(gen: ShowerSet, ref: ShowerSet, feats: Features, thr: float, met
             + _average_images(gen, ref, thr))
 
 
+def run_classifier(mode: str, xg: np.ndarray, xr: np.ndarray, dataset: str, seed: int,
+                   settings: dict, desc: str) -> ClassifierResult:
+    """One classifier test of ``mode`` on prepared inputs (boosted trees or the DNN)."""
+    if mode.startswith("cls-gbdt"):
+        return gbdt_test(xg, xr, dataset, seed=seed)
+    return classifier_test(xg, xr, dataset, seed=seed, desc=desc, **settings)
+
+
 def _classifier_stage(mode: str, gen: ShowerSet, ref: ShowerSet, feats: Features | None,
                       thr: float, metrics: dict, draw: bool, settings: dict, seed: int,
                       repeats: int) -> list[tuple[str, str, bytes]]:
-    """``repeats`` classifier tests of ``mode``: mean and std of AUC and JSD."""
+    """``repeats`` classifier tests of ``mode``: mean and std of AUC and JSD, the bootstrap
+    interval, the ``learned`` flag and the reading."""
     fg, fr = feats if feats is not None else (None, None)
     xg, xr = classifier_input(mode, gen, thr, fg), classifier_input(mode, ref, thr, fr)
-    results = [classifier_test(xg, xr, ref.geometry.name, seed=seed + k,
-                               desc=f"{mode} {k + 1}/{repeats}", **settings)
-               for k in range(repeats)]
+    results = [run_classifier(mode, xg, xr, ref.geometry.name, seed + k, settings,
+                              f"{mode} {k + 1}/{repeats}") for k in range(repeats)]
     tag = CLS_TAGS[mode]
     for key in ("auc", "jsd"):
         values = [getattr(r, key) for r in results]
         metrics[f"{key}_{tag}"], metrics[f"{key}_{tag}_std"] = (float(np.mean(values)),
                                                                 float(np.std(values)))
+    learned = all(r.learned for r in results)
+    low = min(r.auc_interval[0] for r in results)
+    metrics[f"auc_{tag}_err"] = (metrics[f"auc_{tag}_std"] if repeats > 1
+                                 else results[0].auc_err)
+    metrics[f"learned_{tag}"] = learned
+    metrics[f"reading_{tag}"] = reading(learned, low)
     metrics["classifier"][mode] = {
+        "kind": results[0].kind,
+        "protocol": ("gbdt" if results[0].kind == "gbdt" else
+                     "official" if is_official(settings["epochs"], settings["width"],
+                                               settings["batch_size"], settings["lr"])
+                     else "quick"),
         "auc": [r.auc for r in results], "jsd": [r.jsd for r in results],
+        "auc_interval_95": [list(r.auc_interval) for r in results],
         "accuracy": [r.accuracy for r in results], "best_epoch": [r.best_epoch for r in results],
+        "test_accuracy": [r.test_accuracy for r in results],
+        "learned": [r.learned for r in results],
+        "train_loss": [r.train_loss for r in results],
+        "test_curve": [r.test_curve for r in results],
         "mean_epoch_s": [float(np.mean(r.epoch_seconds)) for r in results]}
     if not draw:
         return []
     first = results[0]
-    return [("classifier outputs", mode, plots.scores_png(
-        first.scores, first.labels,
-        f"{mode}: AUC {first.auc:.4f}, JSD {first.jsd:.4f} (val split, first run)"))]
+    title = (f"{mode}: AUC {first.auc:.4f} ± {first.auc_err:.4f}, JSD {first.jsd:.4f} "
+             f"({first.reading})")
+    return [("classifier outputs", mode, plots.scores_png(first.scores, first.labels, title)),
+            ("classifier outputs", f"{mode}_weights",
+             plots.weights_png(first.scores, first.labels, f"{mode}: w = p / (1 - p)"))]
 
 
 def _distance_stage(todo: list[str], gen: ShowerSet, ref: ShowerSet, feats: Features | None,
@@ -194,7 +257,7 @@ def evaluate(generated: ShowerSet, reference: ShowerSet, modes: str | Iterable[s
              out_dir: str | Path | None = None, *, epochs: int = 50, repeats: int = 1,
              width: int = 2048, seed: int = 0, device: str = "auto", progress: bool = True,
              subsample: bool = False, overwrite: bool = False, batch_size: int = 1000,
-             lr: float = 2e-4) -> dict:
+             lr: float = 2e-4, sums: str = "file") -> dict:
     """Evaluate ``generated`` against ``reference``; return (and write) the metrics.
 
     Args:
@@ -205,6 +268,8 @@ def evaluate(generated: ShowerSet, reference: ShowerSet, modes: str | Iterable[s
         epochs, width, repeats, seed, device, batch_size, lr: Classifier settings (official:
             50 epochs, width 2048, batch 1000, lr 2e-4; smaller values make quick checks).
         progress: Show progress bars.
+        sums: ``file`` (official: layer and total energies summed in the files' dtype) or
+            ``float64``.
 
     Returns:
         The content of ``metrics.json``: ``auc_low``, ``auc_high``, ``jsd_low``, ``jsd_high``
@@ -224,7 +289,7 @@ def evaluate(generated: ShowerSet, reference: ShowerSet, modes: str | Iterable[s
     metrics.update(dataset=geo.name, n_generated=len(generated), n_reference=len(reference),
                    threshold_mev=thr, modes=todo,
                    settings={"epochs": epochs, "width": width, "repeats": repeats, "seed": seed,
-                             "batch_size": batch_size, "lr": lr,
+                             "batch_size": batch_size, "lr": lr, "sums": sums,
                              "split_per_class": list(split_sizes(len(reference), geo.name))
                              if any(m in CLS_TAGS for m in todo) else None,
                              "official_split": list(OFFICIAL_SPLITS.get(geo.name, ()))})
@@ -232,9 +297,10 @@ def evaluate(generated: ShowerSet, reference: ShowerSet, modes: str | Iterable[s
     timing = metrics["timing_s"]
     draw = out is not None
     feats = None
-    if any(m in todo for m in ("hist", "cls-high", "fpd", "kpd")):
+    if any(m in todo for m in ("hist", "cls-high", "cls-gbdt-high", "fpd", "kpd")):
         with _timed(timing, "features"):
-            feats = (high_level_features(generated, thr), high_level_features(reference, thr))
+            feats = (high_level_features(generated, thr, sums),
+                     high_level_features(reference, thr, sums))
     if "hist" in todo:
         with _timed(timing, "hist"):
             images += _hist_stage(generated, reference, feats, thr, metrics, draw)

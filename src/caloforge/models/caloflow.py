@@ -322,10 +322,10 @@ class CaloFlow(_CaloFlowBase):
         if val is not None:
             _check_geometry(self, val, "val")
         history: dict[str, list[float]] = {}
-        if cfg1.monitor == "histogram":
+        if cfg1.monitor != "loss":
             raise ConfigError("training.flow1[monitor]: expected 'loss' (flow II is untrained "
                               "while flow I trains, so showers cannot be generated), found "
-                              "'histogram'")
+                              f"{cfg1.monitor!r}")
         score2 = monitor_score(cfg2, self.sample,
                                stream.monitor_val(cfg2.monitor, cfg2.monitor_samples, val),
                                "training.flow2")
