@@ -405,6 +405,22 @@ ARGS: dict[str, Callable[[Corpus], tuple[list, list[str]]]] = {
     "simulate-range-nan": lambda c: (["simulate", "-d", "1-photons", "-n", "5", "--seed", "1",
                                       "--energy-range", "nan,inf", "-o", c.out("s.h5")],
                                      ["nan"]),
+    "simulate-seed-negative": lambda c: (["simulate", "-d", "1-photons", "-n", "5", "--seed",
+                                          "-1", "-o", c.out("s.h5")], ["--seed", "found -1"]),
+    "simulate-threads-0": lambda c: (["simulate", "-d", "1-photons", "-n", "5", "--seed", "1",
+                                      "--threads", "0", "-o", c.out("s.h5")], ["--threads"]),
+    "demo-output-is-file": lambda c: (["demo", "-o", c.good], [str(c.good), "directory"]),
+    "demo-threads-0": lambda c: (["demo", "--threads", "0", "-o", c.out("demo")],
+                                 ["--threads"]),
+    "evaluate-threads-0": lambda c: (["evaluate", "-g", c.ref, "-r", c.ref, "-m", "hist",
+                                      "--threads", "0", "--quiet", "-o", c.out("ev-t")],
+                                     ["--threads", "found 0"]),
+    "evaluate-epochs-0": lambda c: (["evaluate", "-g", c.ref, "-r", c.ref, "-m", "cls-high",
+                                     "--epochs", "0", "--quiet", "-o", c.out("ev-e")],
+                                    ["--epochs"]),
+    "evaluate-repeats-0": lambda c: (["evaluate", "-g", c.ref, "-r", c.ref, "-m", "cls-high",
+                                      "--repeats", "0", "--quiet", "-o", c.out("ev-r")],
+                                     ["--repeats"]),
     "simulate-output-exists": lambda c: (["simulate", "-d", "1-photons", "-n", "5", "--seed",
                                           "1", "-o", c.good], ["good.h5", "--overwrite"]),
     "simulate-output-dir": lambda c: (["simulate", "-d", "1-photons", "-n", "5", "--seed", "1",
@@ -522,7 +538,7 @@ def test_corpus_size() -> None:
     assert len(CASES) >= 200, len(CASES)
     commands = {name.split("-")[0] for name in CASES}
     assert {"info", "intrinsic", "train", "generate", "evaluate", "export", "simulate",
-            "usage", "recipe"} <= commands
+            "demo", "usage", "recipe"} <= commands
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -819,3 +835,22 @@ def test_generate_cli_with_a_nan_model(corpus: Corpus, tmp_path: Path, capsys) -
     assert rc == 2 and len(err.strip().splitlines()) == 1, err
     assert err.split(": error: ")[1].startswith(str(path)), err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nan.pt"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+def test_cuda_requested_without_gpu(corpus: Corpus, capsys) -> None:
+    """--device cuda and ``device: cuda`` in a recipe: one line, before any work."""
+    recipe = corpus.config("cuda", _set(TINY, "training.device", "cuda"))
+    cases = {
+        "train-flag": (_train(corpus, "--device", "cuda", out="run-cuda1"), "--device"),
+        "train-recipe": (["train", "--model", "caloinn", "--config", recipe, "--data",
+                          corpus.good, "-o", corpus.out("run-cuda2")],
+                         f"{recipe}[training.device]"),
+        "generate": (_gen(corpus, "--device", "cuda:0"), "--device"),
+    }
+    for name, (argv, needle) in cases.items():
+        before = tree(corpus.root)
+        rc, _, err = run_main(argv, capsys)
+        assert rc == 2 and len(err.strip().splitlines()) == 1, (name, err)
+        assert needle in err and "no CUDA GPU" in err, (name, err)
+        assert tree(corpus.root) == before, name

@@ -77,7 +77,11 @@ def run(args: argparse.Namespace) -> int:
     from caloforge.evaluation import evaluate
 
     if args.threads is not None:
-        torch.set_num_threads(max(1, args.threads))
+        if args.threads < 1:
+            from caloforge.errors import ConfigError
+
+            raise ConfigError(f"--threads: expected a positive integer, found {args.threads}")
+        torch.set_num_threads(args.threads)
     generated = read_showers(args.generated, args.dataset)
     reference = read_showers(args.reference, args.dataset)
     for path, data in ((args.generated, generated), (args.reference, reference)):

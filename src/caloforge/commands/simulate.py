@@ -55,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     if args.n is not None and args.n < 1:
         raise ConfigError(f"-n: expected a positive number of showers, found {args.n}")
+    if args.seed < 0:
+        raise ConfigError(f"--seed: expected an integer >= 0, found {args.seed}")
     if args.workers < 1:
         raise ConfigError(f"--workers: expected a positive integer, found {args.workers}")
     check_writable(args.output, args.overwrite)
