@@ -128,3 +128,21 @@ def test_every_k_epochs_repeats_the_last_score() -> None:
     sparse = every(score, 3)
     assert [sparse(None) for _ in range(7)] == [1, 1, 1, 2, 2, 2, 3]
     assert every(score, 1) is score
+
+
+def test_train_cli_scores_epochs_by_a_classifier(tmp_path, val) -> None:
+    """`monitor: classifier` in a real `caloforge train` run: the per-epoch score is a
+    boosted-tree AUC (between 0 and 1), computed every 2nd epoch."""
+    (tmp_path / "tiny.yaml").write_text(
+        "model: caloinn\ndataset: 1-photons\n"
+        "flow: {transforms: 2, bins: 4, hidden: [32]}\n"
+        "training: {epochs: 3, batch_size: 128, lr: 1.0e-3, device: cpu, "
+        "monitor: classifier, monitor_samples: 200, monitor_every: 2}\n")
+    write_showers(tmp_path / "train.h5", val)
+    r = run_cli("train", "--model", "caloinn", "--config", tmp_path / "tiny.yaml", "--data",
+                tmp_path / "train.h5", "--quiet", "-o", tmp_path / "run", timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    scores = [float(row["score"]) for row in rows]
+    assert len(scores) == 3 and all(0.4 <= s <= 1.0 for s in scores)
+    assert scores[1] == scores[0]  # epoch 2 keeps epoch 1's score (every 2nd epoch)
