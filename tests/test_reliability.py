@@ -226,7 +226,8 @@ TRAIN_VALUES = [("epochs", 0), ("epochs", -1), ("epochs", "ten"), ("epochs", 1.5
 FLOW_VALUES = [("transforms", 0), ("transforms", -1), ("transforms", "a"), ("bins", 0),
                ("hidden", [-5, 256]), ("hidden", []), ("hidden", "256"), ("hidden", [0]),
                ("hidden", [1.5]), ("hidden", [True]), ("bound", -1), ("bound", 0),
-               ("act", 5), ("residual", "yes"), ("dropout", 1.0), ("dropout", -0.1),
+               ("act", 5), ("act", "swish"), ("residual", "yes"), ("dropout", 1.0),
+               ("dropout", -0.1),
                ("embedding", -1), ("seed", "x"), ("binz", 4)]
 PREP_VALUES = [("alpha", 0), ("alpha", -1), ("noise_mev", -1), ("threshold_mev", "x"),
                ("u0_max", 0), ("noise", 1)]

@@ -77,6 +77,11 @@ class CaloINN(GeneratorModel):
         self.prep = _merged(config, "preprocessing", PREP_DEFAULTS)
         f = self.flow_cfg
         self.n_features = geometry.n_voxels + geometry.n_layers
+        from caloforge.flows.embedding import ACTIVATIONS
+
+        if f["act"] not in ACTIVATIONS:
+            raise ConfigError(f"{config.get('_source', 'config')}[flow.act]: expected one of "
+                              f"{', '.join(ACTIVATIONS)}, found {f['act']!r}")
         emb = int(f["embedding"])
         embedding = ContextEmbedding(1, emb, hidden=(64,)) if emb > 0 else None
         try:
