@@ -18,7 +18,8 @@ Between blocks the features are permuted (fixed permutations stored as buffers, 
 can reuse its teacher's permutations); :func:`layer_permutations` gives CaloFlow's alternation of
 within-layer reversal and random within-layer permutation.
 
-Splines: :class:`zuko.transforms.MonotonicRQSTransform` on ``[-bound, bound]`` with identity
+Splines: :class:`zuko.transforms.MonotonicRQSTransform` (set up by
+:class:`caloforge.flows.spline.RQSTransform`) on ``[-bound, bound]`` with identity
 ("linear") tails outside; CaloFlow uses ``bound = 14`` because logit-space inputs reach
 ``+-13.8`` (logit alpha 1e-6).
 
@@ -40,9 +41,9 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
-from zuko.transforms import MonotonicRQSTransform
 
 from caloforge.flows.base import ConditionalFlow, standard_normal_log_prob
+from caloforge.flows.spline import RQSTransform
 
 __all__ = ["IAF", "MADE", "MAF", "AutoregressiveFlow", "MADERQSBlock", "Trace",
            "layer_permutations", "random_permutations"]
@@ -177,11 +178,11 @@ class MADERQSBlock(nn.Module):
         #: Sequential-direction algorithm, ``"incremental"`` or ``"full"`` (see :meth:`_solve`).
         self.solver = "incremental"
 
-    def spline(self, raw: Tensor) -> MonotonicRQSTransform:
+    def spline(self, raw: Tensor) -> RQSTransform:
         """The spline of raw MADE outputs (..., 3K-1)."""
         k = self.bins
-        return MonotonicRQSTransform(raw[..., :k], raw[..., k:2 * k], raw[..., 2 * k:],
-                                     bound=self.bound, slope=self.slope)
+        return RQSTransform(raw[..., :k], raw[..., k:2 * k], raw[..., 2 * k:],
+                            bound=self.bound, slope=self.slope)
 
     def _solve(self, known: Tensor, c: Tensor | None, to_noise: bool) -> Tensor:
         """D sequential passes: the unknown side u, on which the MADE depends, given the other.
