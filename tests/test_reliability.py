@@ -855,3 +855,26 @@ def test_cuda_requested_without_gpu(corpus: Corpus, capsys) -> None:
         assert rc == 2 and len(err.strip().splitlines()) == 1, (name, err)
         assert needle in err and "no CUDA GPU" in err, (name, err)
         assert tree(corpus.root) == before, name
+
+
+def test_two_concurrent_trainers_one_run_directory(corpus: Corpus, tmp_path: Path) -> None:
+    """Two ``train`` commands on one new run directory: exactly one trains it."""
+    run = tmp_path / "run"
+    argv = _train_argv(corpus, run, corpus.tiny, "--epochs", "3")
+    res = run_cli_many({"a": argv, "b": argv}, timeout=600)
+    codes = sorted(r.returncode for r in res.values())
+    assert codes == [0, 2], {k: (r.returncode, r.stderr[-500:]) for k, r in res.items()}
+    loser = next(r for r in res.values() if r.returncode == 2)
+    assert len(loser.stderr.strip().splitlines()) == 1 and "Traceback" not in loser.stderr
+    assert "in use by process" in loser.stderr or "existing checkpoints" in loser.stderr
+    assert torch.load(run / "last.pt", weights_only=False)["epoch"] == 3
+    assert not (run / ".caloforge-train.lock").exists()
+
+
+def test_stale_run_lock_is_taken_over(corpus: Corpus, tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".caloforge-train.lock").write_text(str(_dead_pid()))
+    rc, _, err = run_main(_train_argv(corpus, run, corpus.tiny, "--epochs", "1"), capsys)
+    assert rc == 0, err
+    assert not (run / ".caloforge-train.lock").exists()

@@ -125,7 +125,8 @@ def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
     return path
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (this one counts; another user's counts too)."""
     if pid == os.getpid():
         return True
     try:
@@ -147,7 +148,7 @@ def clean_stale(directory: str | os.PathLike) -> list[Path]:
         return removed
     for entry in entries:
         m = _TMP_RE.match(entry.name)
-        if m is None or _pid_alive(int(m["pid"])):
+        if m is None or pid_alive(int(m["pid"])):
             continue
         with contextlib.suppress(OSError):
             if entry.is_file(follow_symlinks=False):

@@ -9,7 +9,10 @@ of :func:`caloforge.training.fit` and ``config.yaml`` (the recipe as used).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 from caloforge.commands._options import add_threads, set_threads
@@ -136,18 +139,19 @@ def run(args: argparse.Namespace) -> int:
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        with atomic_path(run_dir / "config.yaml", overwrite=True) as tmp:
-            tmp.write_text(yaml.safe_dump(recipe, sort_keys=False))
-        history = model.fit(train, val, run_dir, resume=args.resume, epochs=args.epochs,
-                            progress=not args.quiet, **options)
+        with _run_lock(run_dir):  # one trainer per run directory
+            with atomic_path(run_dir / "config.yaml", overwrite=True) as tmp:
+                tmp.write_text(yaml.safe_dump(recipe, sort_keys=False))
+            history = model.fit(train, val, run_dir, resume=args.resume, epochs=args.epochs,
+                                progress=not args.quiet, **options)
+            model.eval()
+            model.trained_e_inc = e_inc_range(train)
+            path = model.save(run_dir / "model.pt")
+            _ensure_last(run_dir)
     except BaseException:
         if created:  # a run that never trained an epoch leaves no directory behind
             _remove_if_unstarted(run_dir)
         raise
-    model.eval()
-    model.trained_e_inc = e_inc_range(train)
-    path = model.save(run_dir / "model.pt")
-    _ensure_last(run_dir)
     last = {k: v[-1] for k, v in (history or {}).items() if isinstance(v, list) and v}
     summary = ", ".join(f"{k} {v:.5g}" for k, v in last.items() if k != "seconds")
     how = f", streamed from {len(args.data)} file(s)" if streamed else ""
@@ -211,6 +215,46 @@ def _check_same_run(run_dir: Path, recipe: dict, source: str) -> None:
         raise ConfigError(f"{saved_path}[{key}]: expected {saved.get(key)!r} (this run's "
                           f"{key}) to resume, found {new.get(key)!r} from {what} (resume with "
                           f"the run's own recipe, or use a new -o)")
+
+
+LOCK_NAME = ".caloforge-train.lock"
+
+
+@contextlib.contextmanager
+def _run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``RUN_DIR/.caloforge-train.lock`` (created exclusively, holding the PID) while
+    training: a second ``caloforge train`` on the same directory gets a one-line error
+    instead of interleaving checkpoints. A lock left by a dead process is taken over."""
+    from caloforge.atomic import pid_alive
+    from caloforge.errors import ConfigError
+
+    lock = run_dir / LOCK_NAME
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and pid_alive(pid):
+                raise ConfigError(f"{run_dir}: expected a run directory no other process is "
+                                  f"training in, found one in use by process {pid} (wait for "
+                                  f"it, or use another -o)") from None
+            lock.unlink(missing_ok=True)  # left by a killed trainer
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(str(os.getpid()))
+        break
+    else:
+        raise ConfigError(f"{lock}: expected to take the run directory's lock, found it "
+                          f"contended")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            if lock.read_text().strip() == str(os.getpid()):
+                lock.unlink()
 
 
 def _remove_if_unstarted(run_dir: Path) -> None:
