@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.render_only:
         results = json.loads((Path(args.work) / "results.json").read_text())
         n_train = round(0.9 * args.n_train)
+        results = _fill_from_metrics(results, Path(args.work))
         update_section("caloman_fidelity", render(results, args, n_train, args.n_test))
         return 0
 
@@ -146,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = {"auc_low": m.get("auc_low"), "auc_high": m.get("auc_high"),
                          **{f"{k}_{t}": m.get(f"{k}_{t}") for t in ("low", "high", "gbdt_low",
                                                                      "gbdt_high")
-                            for k in ("auc_err", "learned", "reading")},
+                            for k in ("learned", "reading")},
+                         **{f"auc_err_{t}": m.get(f"auc_{t}_err")
+                            for t in ("low", "high", "gbdt_low", "gbdt_high")},
                          "auc_gbdt_low": m.get("auc_gbdt_low"),
                          "auc_gbdt_high": m.get("auc_gbdt_high"),
                          "precision": prdc.get("precision"), "recall": prdc.get("recall"),
@@ -171,6 +174,25 @@ def _group(sep: dict, prefix: str) -> float | None:
     vals = [v for k, v in sep.items() if k.split("_E")[0].startswith(prefix) and
             isinstance(v, int | float) and (k == prefix or not k[len(prefix):].startswith("_E"))]
     return float(np.mean(vals)) if vals else None
+
+
+TAGS = ("low", "high", "gbdt_low", "gbdt_high")
+
+
+def _fill_from_metrics(results: dict, work: Path) -> dict:
+    """Complete each result's AUC uncertainties and learned flags from the ``metrics.json``
+    its evaluation wrote (``WORK/<name>/eval``), where the result lacks them."""
+    for name, r in results.items():
+        path = work / name / "eval" / "metrics.json"
+        if not path.exists():
+            continue
+        m = json.loads(path.read_text())
+        for t in TAGS:
+            if r.get(f"auc_err_{t}") is None and m.get(f"auc_{t}_err") is not None:
+                r[f"auc_err_{t}"] = m[f"auc_{t}_err"]
+            if r.get(f"learned_{t}") is None and m.get(f"learned_{t}") is not None:
+                r[f"learned_{t}"] = m[f"learned_{t}"]
+    return results
 
 
 def _auc(r: dict, tag: str) -> str:

@@ -85,8 +85,10 @@ def _evaluate(model, ref, n: int, args: argparse.Namespace, out_dir: Path) -> di
                  epochs=args.cls_epochs, width=256, seed=0, device="cpu", progress=False,
                  overwrite=True)
     return {"n_sampled": n, "ms_per_shower": ms, "auc_low": m.get("auc_low"),
-            **{f"{k}_{t}": m.get(f"{k}_{t}") for t in ("low", "high", "gbdt_low", "gbdt_high")
-               for k in ("auc_err", "learned")},
+            **{f"learned_{t}": m.get(f"learned_{t}") for t in ("low", "high", "gbdt_low",
+                                                                "gbdt_high")},
+            **{f"auc_err_{t}": m.get(f"auc_{t}_err") for t in ("low", "high", "gbdt_low",
+                                                                "gbdt_high")},
             "auc_gbdt_low": m.get("auc_gbdt_low"), "auc_gbdt_high": m.get("auc_gbdt_high"),
             "auc_high": m.get("auc_high"), "fpd": m.get("fpd"), "fpd_err": m.get("fpd_err"),
             "kpd": m.get("kpd"), "kpd_err": m.get("kpd_err"),
@@ -115,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
         results = json.loads((Path(args.work) / "full" / "results.json").read_text())
         n_val = round(0.1 * args.n_train)
+        results = _fill_from_metrics(results, Path(args.work) / "full")
         update_section("flows_quality", render(results, args, args.n_train - n_val, n_val))
         return 0
     if args.quick:
@@ -177,6 +180,25 @@ def main(argv: list[str] | None = None) -> int:
 
 def _f(v: object, nd: int = 3) -> str:
     return f"{v:.{nd}f}" if isinstance(v, int | float) else "–"
+
+
+TAGS = ("low", "high", "gbdt_low", "gbdt_high")
+
+
+def _fill_from_metrics(results: dict, work: Path) -> dict:
+    """Complete each result's AUC uncertainties and learned flags from the ``metrics.json``
+    its evaluation wrote (``WORK/<name>/eval``), where the result lacks them."""
+    for name, r in results.items():
+        path = work / name / "eval" / "metrics.json"
+        if not path.exists():
+            continue
+        m = json.loads(path.read_text())
+        for t in TAGS:
+            if r.get(f"auc_err_{t}") is None and m.get(f"auc_{t}_err") is not None:
+                r[f"auc_err_{t}"] = m[f"auc_{t}_err"]
+            if r.get(f"learned_{t}") is None and m.get(f"learned_{t}") is not None:
+                r[f"learned_{t}"] = m[f"learned_{t}"]
+    return results
 
 
 def _auc(r: dict, tag: str) -> str:

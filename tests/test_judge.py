@@ -183,3 +183,22 @@ def test_demo_summary_says_what_the_judge_saw() -> None:
     assert "0.930 ± 0.010: distinguishable" in text
     assert "0.510 ± 0.010: classifier did not learn: no evidence either way" in text
     assert "indistinguishable" not in text
+
+
+def test_official_protocol_is_left_as_it_is(monkeypatch) -> None:
+    """Official settings: raw inputs, exactly the given epochs (no standardisation, no
+    minimum of steps); anything else runs the quick protocol."""
+    from caloforge.evaluation import classifier
+
+    rng = np.random.default_rng(3)
+    xg, xr = rng.normal(size=(600, 5)), rng.normal(0.3, 1.0, size=(600, 5))
+    monkeypatch.setattr(classifier, "OFFICIAL_DNN", (2, 16, 100, 2e-4))
+    official = classifier_test(xg, xr, "1-photons", epochs=2, width=16, batch_size=100,
+                               progress=False, device="cpu")
+    raw = classifier_test(xg, xr, "1-photons", epochs=2, width=16, batch_size=100,
+                          progress=False, device="cpu", min_steps=0, standardize=False)
+    assert len(official.train_loss) == 2 and official.auc == raw.auc
+    assert np.array_equal(official.scores, raw.scores)
+    quick = classifier_test(xg, xr, "1-photons", epochs=2, width=16, batch_size=101,
+                            progress=False, device="cpu", min_steps=50)
+    assert len(quick.train_loss) == 7  # 2 x 396 train rows: 8 steps per epoch, 50 steps
