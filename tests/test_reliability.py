@@ -290,7 +290,10 @@ RAW_RECIPES = {"syntax": ("model: caloinn\nflow: [unclosed\n", "valid YAML"),
                "training_list": ("training: [1, 2]\n", "[training]"),
                "flow_list": ("flow: [1]\n", "[flow]"), "flow_scalar": ("flow: 3\n", "[flow]"),
                "model_other": ("model: caloman\n", "[model]"),
-               "unknown_top": ("model: caloinn\ncolour: red\n", "colour")}
+               "unknown_top": ("model: caloinn\ncolour: red\n", "colour"),
+               "duplicate_key": ("model: caloinn\ntraining: {epochs: 1}\ntraining: {lr: 1}\n",
+                                 "[training]: expected each key once"),
+               "duplicate_nested": ("model: caloinn\nflow: {bins: 4, bins: 8}\n", "[bins]")}
 for _name, (_text, _needle) in RAW_RECIPES.items():
     def _mk_raw(name: str, text: str, needle: str) -> None:
         def spec(c: Corpus) -> tuple[list, list[str]]:
@@ -426,6 +429,11 @@ ARGS: dict[str, Callable[[Corpus], tuple[list, list[str]]]] = {
                                           "1", "-o", c.good], ["good.h5", "--overwrite"]),
     "simulate-output-dir": lambda c: (["simulate", "-d", "1-photons", "-n", "5", "--seed", "1",
                                        "-o", c.dir], ["directory"]),
+    "simulate-output-under-a-file": lambda c: (["simulate", "-d", "1-photons", "-n", "5",
+                                                "--seed", "1", "-o", c.good / "s.h5"],
+                                               [str(c.good), "is a file"]),
+    "train-output-under-a-file": lambda c: (_train(c, out="../in/good.h5/run"),
+                                            ["good.h5", "is a file"]),
     "simulate-output-no-dir": lambda c: (["simulate", "-d", "1-photons", "-n", "5", "--seed",
                                           "1", "-o", c.out("no/s.h5")], ["no"]),
     # intrinsic-dim

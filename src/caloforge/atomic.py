@@ -118,10 +118,17 @@ def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
         raise CaloforgeError(
             f"{path}: output exists; expected a new path, found an existing file (use --overwrite)"
         )
-    if not path.parent.exists():
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.exists():
         raise CaloforgeError(
             f"{path}: expected an existing output directory, found no directory {path.parent}"
         )
+    if not parent.is_dir():
+        raise CaloforgeError(f"{path}: expected an output directory, found {path.parent} is a "
+                             f"file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CaloforgeError(f"{path}: expected a writable output directory, found "
+                             f"{path.parent} not writable")
     return path
 
 

@@ -89,6 +89,10 @@ def run(args: argparse.Namespace) -> int:
     run_dir = Path(args.output)
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"{run_dir}: expected a run directory, found a file")
+    base = next(p for p in (run_dir, *run_dir.parents) if p.exists() or p == Path(p.anchor))
+    if not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
+        raise ConfigError(f"{run_dir}: expected a run directory that can be created, found "
+                          f"{base} {'is a file' if not base.is_dir() else 'not writable'}")
     if run_dir.is_dir() and any(run_dir.glob("*.pt")) and not args.resume:
         raise ConfigError(f"{run_dir}: expected a new run directory, found existing checkpoints "
                           f"(use --resume to continue, or another -o)")
