@@ -58,6 +58,10 @@ class Corpus:
         self.pions = write_showers(d / "pions.h5", make_showers("1-pions", n=50, seed=3))
         self.calogan = write_showers(d / "calogan.h5", make_showers("calogan", n=20, seed=4),
                                      fmt="calogan")
+        # peers of the bad files in size and geometry: the bad value is their only defect
+        self.peer = write_showers(d / "peer6.h5", make_showers(n=6, seed=8))
+        self.peer_calogan = write_showers(d / "peer3cg.h5", make_showers("calogan", n=3, seed=9),
+                                          fmt="calogan")
         geo = Geometry.preset("1-photons")
         self.zero_rows = write_showers(d / "zero_rows.h5",
                                        ShowerSet(np.zeros(0), np.zeros((0, 368)), geo))
@@ -202,11 +206,14 @@ for _name in BAD_FILES:
         case(f"train-val-{name}")(lambda c: (
             ["train", "--model", "caloinn", "--config", c.tiny, "--data", c.good, "--val",
              c.bad[name][0], "--quiet", "-o", c.out(f"runv-{name}")], [str(c.bad[name][0])]))
+        def peer(c: Corpus) -> Path:
+            return c.peer_calogan if name.startswith("calogan") else c.peer
+
         case(f"evaluate-g-{name}")(lambda c: (
-            ["evaluate", "-g", c.bad[name][0], "-r", c.ref, "-m", "hist", "--quiet", "-o",
+            ["evaluate", "-g", c.bad[name][0], "-r", peer(c), "-m", "hist", "--quiet", "-o",
              c.out(f"eval-g-{name}")], [str(c.bad[name][0])]))
         case(f"evaluate-r-{name}")(lambda c: (
-            ["evaluate", "-g", c.ref, "-r", c.bad[name][0], "-m", "hist", "--quiet", "-o",
+            ["evaluate", "-g", peer(c), "-r", c.bad[name][0], "-m", "hist", "--quiet", "-o",
              c.out(f"eval-r-{name}")], [str(c.bad[name][0])]))
         if name not in VOXEL_VALUE:
             case(f"generate-energies-{name}")(lambda c: (
