@@ -34,6 +34,7 @@ sparsity.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -43,11 +44,14 @@ import numpy as np
 
 from caloforge import __version__
 from caloforge.data import ShowerSet
+from caloforge.diskset import DiskShowerSet
 from caloforge.errors import ConfigError
 from caloforge.evaluation import plots
 from caloforge.evaluation.classifier import (
     OFFICIAL_SPLITS,
+    check_settings,
     classifier_test,
+    dnn_test,
     is_official,
     split_sizes,
 )
@@ -61,9 +65,10 @@ from caloforge.evaluation.histograms import (
     split_name,
     voxel_histogram,
 )
-from caloforge.evaluation.inputs import classifier_input, high_level_vector
+from caloforge.evaluation.inputs import classifier_input, high_level_vector, input_blocks
 from caloforge.evaluation.prdc import PRDC_MAX_SAMPLES, shower_prdc
 from caloforge.evaluation.report import clean, render_html, write_bytes, write_json
+from caloforge.evaluation.scratch import scratch_file, write_scratch
 from caloforge.evaluation.verdict import ClassifierResult, reading
 from caloforge.features import CHUNK_VALUES, apply_threshold, high_level_features
 
@@ -110,12 +115,23 @@ def empty_metrics() -> dict:
 
 def mean_shower(ss: ShowerSet, threshold: float, mask: np.ndarray | None = None) -> np.ndarray:
     """Average thresholded shower (MeV per voxel) of the selected showers, chunk by chunk."""
-    idx = np.arange(len(ss)) if mask is None else np.flatnonzero(mask)
-    total = np.zeros(ss.geometry.n_voxels)
-    rows = max(1, CHUNK_VALUES // max(ss.geometry.n_voxels, 1))
-    for lo in range(0, len(idx), rows):
-        total += apply_threshold(ss.showers[idx[lo:lo + rows]], threshold).sum(0)
-    return total / max(len(idx), 1)
+    return mean_showers(ss, threshold, [mask])[0]
+
+
+def mean_showers(ss: ShowerSet, threshold: float, masks: list[np.ndarray | None]
+                 ) -> list[np.ndarray]:
+    """Average thresholded showers (MeV per voxel) of several selections (``None`` = all), in
+    one pass over the showers, block by block."""
+    n_vox = ss.geometry.n_voxels
+    totals = [np.zeros(n_vox) for _ in masks]
+    rows = max(1, CHUNK_VALUES // max(n_vox, 1))
+    for lo in range(0, len(ss), rows):
+        hi = min(lo + rows, len(ss))
+        x = apply_threshold(ss.showers[lo:hi], threshold)
+        for total, mask in zip(totals, masks, strict=True):
+            total += x.sum(0) if mask is None else x[mask[lo:hi]].sum(0)
+    counts = [len(ss) if m is None else int(np.count_nonzero(m)) for m in masks]
+    return [t / max(c, 1) for t, c in zip(totals, counts, strict=True)]
 
 
 def energy_bins(geometry_name: str) -> list[tuple[float, float, str]]:
@@ -127,16 +143,17 @@ def energy_bins(geometry_name: str) -> list[tuple[float, float, str]]:
 
 def _average_images(gen: ShowerSet, ref: ShowerSet, thr: float) -> list[tuple[str, str, bytes]]:
     geo = ref.geometry
+    bins = [(lo, hi, label, (gen.e_inc >= lo) & (gen.e_inc < hi),
+             (ref.e_inc >= lo) & (ref.e_inc < hi)) for lo, hi, label in energy_bins(geo.name)]
+    bins = [b for b in bins if b[3].any() and b[4].any()]
+    mg = mean_showers(gen, thr, [None] + [b[3] for b in bins])  # one pass per sample
+    mr = mean_showers(ref, thr, [None] + [b[4] for b in bins])
     out = [("average showers", "average_shower",
-            plots.average_shower_png(mean_shower(gen, thr), mean_shower(ref, thr), geo,
+            plots.average_shower_png(mg[0], mr[0], geo,
                                      "average shower (top: reference, bottom: generated)"))]
-    for lo, hi, label in energy_bins(geo.name):
-        mg, mr = (gen.e_inc >= lo) & (gen.e_inc < hi), (ref.e_inc >= lo) & (ref.e_inc < hi)
-        if mg.any() and mr.any():
-            out.append(("average showers per energy", f"average_shower_E{lo:.0f}",
-                        plots.average_shower_png(mean_shower(gen, thr, mg),
-                                                 mean_shower(ref, thr, mr), geo,
-                                                 f"average shower, {label}")))
+    for k, (lo, _, label, _, _) in enumerate(bins, start=1):
+        out.append(("average showers per energy", f"average_shower_E{lo:.0f}",
+                    plots.average_shower_png(mg[k], mr[k], geo, f"average shower, {label}")))
     return out
 
 
@@ -176,15 +193,38 @@ def run_classifier(mode: str, xg: np.ndarray, xr: np.ndarray, dataset: str, seed
     return classifier_test(xg, xr, dataset, seed=seed, desc=desc, **settings)
 
 
+def on_disk(ss: object) -> bool:
+    """Whether the showers of ``ss`` stay in their files (:class:`DiskShowerSet`)."""
+    return isinstance(ss, DiskShowerSet)
+
+
+def _run_tests(mode: str, gen: ShowerSet, ref: ShowerSet, feats: Features | None, thr: float,
+               settings: dict, seed: int, repeats: int, scratch_dir: Path | None
+               ) -> list[ClassifierResult]:
+    """The ``repeats`` tests of ``mode``. With ``scratch_dir`` the DNN's inputs are written
+    to a scratch file there (removed afterwards, also on error) and read batch by batch;
+    otherwise they are built in memory."""
+    fg, fr = feats if feats is not None else (None, None)
+    dataset = ref.geometry.name
+    if scratch_dir is not None and not mode.startswith("cls-gbdt"):
+        check_settings(settings["epochs"], settings["width"], settings["batch_size"])
+        with scratch_file(scratch_dir, f"{mode}-inputs") as path:
+            store = write_scratch(path, (input_blocks(mode, gen, thr, fg),
+                                         input_blocks(mode, ref, thr, fr)))
+            return [dnn_test(store, dataset, seed=seed + k, desc=f"{mode} {k + 1}/{repeats}",
+                             **settings) for k in range(repeats)]
+    xg, xr = classifier_input(mode, gen, thr, fg), classifier_input(mode, ref, thr, fr)
+    return [run_classifier(mode, xg, xr, dataset, seed + k, settings,
+                           f"{mode} {k + 1}/{repeats}") for k in range(repeats)]
+
+
 def _classifier_stage(mode: str, gen: ShowerSet, ref: ShowerSet, feats: Features | None,
                       thr: float, metrics: dict, draw: bool, settings: dict, seed: int,
-                      repeats: int) -> list[tuple[str, str, bytes]]:
+                      repeats: int, scratch_dir: Path | None = None
+                      ) -> list[tuple[str, str, bytes]]:
     """``repeats`` classifier tests of ``mode``: mean and std of AUC and JSD, the bootstrap
     interval, the ``learned`` flag and the reading."""
-    fg, fr = feats if feats is not None else (None, None)
-    xg, xr = classifier_input(mode, gen, thr, fg), classifier_input(mode, ref, thr, fr)
-    results = [run_classifier(mode, xg, xr, ref.geometry.name, seed + k, settings,
-                              f"{mode} {k + 1}/{repeats}") for k in range(repeats)]
+    results = _run_tests(mode, gen, ref, feats, thr, settings, seed, repeats, scratch_dir)
     tag = CLS_TAGS[mode]
     for key in ("auc", "jsd"):
         values = [getattr(r, key) for r in results]
@@ -206,6 +246,7 @@ def _classifier_stage(mode: str, gen: ShowerSet, ref: ShowerSet, feats: Features
         "auc_interval_95": [list(r.auc_interval) for r in results],
         "accuracy": [r.accuracy for r in results], "best_epoch": [r.best_epoch for r in results],
         "test_accuracy": [r.test_accuracy for r in results],
+        "val_accuracy_raw": [r.val_accuracy for r in results],
         "learned": [r.learned for r in results],
         "train_loss": [r.train_loss for r in results],
         "test_curve": [r.test_curve for r in results],
@@ -296,6 +337,11 @@ def evaluate(generated: ShowerSet, reference: ShowerSet, modes: str | Iterable[s
     images: list[tuple[str, str, bytes]] = []
     timing = metrics["timing_s"]
     draw = out is not None
+    if any(m in CLS_TAGS and not m.startswith("cls-gbdt") for m in todo):
+        check_settings(epochs, width, batch_size)
+    # showers that stay in their files: DNN inputs go to a scratch file (output directory)
+    scratch = ((out if out is not None else Path(tempfile.gettempdir()))
+               if on_disk(generated) or on_disk(reference) else None)
     feats = None
     if any(m in todo for m in ("hist", "cls-high", "cls-gbdt-high", "fpd", "kpd")):
         with _timed(timing, "features"):
@@ -309,7 +355,7 @@ def evaluate(generated: ShowerSet, reference: ShowerSet, modes: str | Iterable[s
             images += _classifier_stage(
                 mode, generated, reference, feats, thr, metrics, draw,
                 {"epochs": epochs, "width": width, "device": device, "progress": progress,
-                 "batch_size": batch_size, "lr": lr}, seed, repeats)
+                 "batch_size": batch_size, "lr": lr}, seed, repeats, scratch)
     if any(m in todo for m in ("fpd", "kpd", "prdc")):
         _distance_stage(todo, generated, reference, feats, thr, metrics, seed)
     if out is not None:

@@ -9,8 +9,10 @@ never learned anything (too few steps, unscaled inputs, too small a sample). Eve
   (CaloChallenge protocol, spec/EVALUATION.md §4);
 * attaches a bootstrap interval to the AUC (resampling the val split, 68 % and 95 %);
 * decides ``learned``: the training loss fell below ln 2 by :data:`LOSS_MARGIN` nats *and* the
-  test accuracy beats chance by more than :data:`ACC_SIGMAS` binomial standard deviations
-  (``0.5 / sqrt(n_test)``);
+  held-out accuracy beats chance by more than :data:`ACC_SIGMAS` binomial standard deviations
+  (``0.5 / sqrt(n)``). The accuracy is that of the raw outputs on the *val* split: the test
+  split already chose the kept epoch (the best of many test accuracies beats chance by two
+  standard deviations by luck alone), so it cannot also testify;
 * turns that into one reading (:func:`reading`): ``distinguishable``, ``not distinguishable at
   this sample size`` or ``classifier did not learn: no evidence either way``. A classifier that
   did not learn is never reported as "indistinguishable".
@@ -54,6 +56,8 @@ class ClassifierResult:
         test_curve: Test-split curve (accuracy per DNN epoch, or -BCE per boosting iteration).
         test_accuracy: Test accuracy of the kept model (before calibration).
         n_test: Showers in the test split (both classes).
+        val_accuracy: Accuracy of the kept model's raw outputs on the val split (decides
+            ``learned``).
         learned: See the module doc.
         auc_err: Half width of the 68 % bootstrap interval of ``auc``.
         auc_interval: The 95 % bootstrap interval of ``auc``.
@@ -71,6 +75,7 @@ class ClassifierResult:
     test_curve: list[float] = field(default_factory=list)
     test_accuracy: float = 0.5
     n_test: int = 0
+    val_accuracy: float = 0.5
     learned: bool = False
     auc_err: float = 0.0
     auc_interval: tuple[float, float] = (0.0, 1.0)
@@ -89,12 +94,12 @@ def reading(learned: bool, auc_low: float) -> str:
     return DISTINGUISHABLE if auc_low > 0.5 else NOT_AT_THIS_SIZE
 
 
-def has_learned(final_train_loss: float, test_accuracy: float, n_test: int) -> bool:
-    """Training loss below ln 2 by :data:`LOSS_MARGIN` and test accuracy above chance by
+def has_learned(final_train_loss: float, heldout_accuracy: float, n_heldout: int) -> bool:
+    """Training loss below ln 2 by :data:`LOSS_MARGIN` and held-out accuracy above chance by
     :data:`ACC_SIGMAS` binomial standard deviations."""
-    noise = 0.5 / math.sqrt(max(n_test, 1))
+    noise = 0.5 / math.sqrt(max(n_heldout, 1))
     return bool(final_train_loss < math.log(2.0) - LOSS_MARGIN
-                and test_accuracy > 0.5 + ACC_SIGMAS * noise)
+                and heldout_accuracy > 0.5 + ACC_SIGMAS * noise)
 
 
 def bootstrap_auc(labels: np.ndarray, scores: np.ndarray, seed: int = 0,
@@ -128,6 +133,7 @@ def finish(p_test: np.ndarray, y_test: np.ndarray, p_val: np.ndarray, y_val: np.
         seed: Seed of the bootstrap.
     """
     test_acc = float(np.mean((p_test > 0.5) == y_test))
+    val_acc = float(np.mean((p_val > 0.5) == y_val))
     iso = IsotonicRegression(out_of_bounds="clip", y_min=CLIP, y_max=1.0 - CLIP)
     iso.fit(p_test, y_test)
     p = iso.predict(p_val)
@@ -140,5 +146,5 @@ def finish(p_test: np.ndarray, y_test: np.ndarray, p_val: np.ndarray, y_val: np.
         accuracy=float(np.mean(np.round(p) == y_val)), best_epoch=best_epoch, scores=p,
         labels=y_val, epoch_seconds=epoch_seconds, train_loss=[float(v) for v in train_loss],
         test_curve=[float(v) for v in test_curve], test_accuracy=test_acc, n_test=len(y_test),
-        learned=has_learned(kept_loss, test_acc, len(y_test)), auc_err=err,
+        val_accuracy=val_acc, learned=has_learned(kept_loss, val_acc, len(y_val)), auc_err=err,
         auc_interval=interval, kind=kind)
