@@ -304,8 +304,8 @@ def test_cli_streamed_dataset2_killed_and_resumed(tmp_path: Path) -> None:
     ef = torch.load(run / "energy_flow_final.pt", weights_only=False)
     assert len(ef["history"]["train_loss"]) == 2  # the finished stage was not retrained
     gen = tmp_path / "gen.h5"
-    res = run_cli("generate", "--checkpoint", run / "model.pt", "-n", "50", "--quiet",
-                  "-o", gen)
+    res = run_cli("generate", "--checkpoint", run / "model.pt", "--energies-from", data,
+                  "-n", "50", "--quiet", "-o", gen)
     assert res.returncode == 0, res.stderr[-2000:]
     out = read_showers(gen)
     assert out.showers.shape == (50, 6480) and out.showers.sum() > 0
@@ -327,3 +327,21 @@ def test_cli_mixed_geometry_file_list_one_line(tmp_path: Path) -> None:
 def test_errors_are_caloforge_errors() -> None:
     with pytest.raises(CaloforgeError):
         FileSource([])
+
+
+@pytest.mark.slow
+def test_cli_streamed_dataset3_two_files(tmp_path: Path) -> None:
+    """The dataset-3 recipe end to end on two simulated files (like the official 2 x 50k)."""
+    files = [tmp_path / "ds3_1.h5", tmp_path / "ds3_2.h5"]
+    for seed, path in enumerate(files, 1):
+        res = run_cli("simulate", "--dataset", "3", "-n", "300", "--seed", str(seed), "-o", path)
+        assert res.returncode == 0, res.stderr
+    res = run_cli("train", "--model", "caloman", "--config",
+                  REPO / "configs" / "caloman" / "3-cpu.yaml", "--data", *files, "--epochs",
+                  "1", "--quiet", "-o", tmp_path / "run", timeout=900)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "streamed from 2 file(s)" in res.stdout
+    res = run_cli("generate", "--checkpoint", tmp_path / "run" / "model.pt", "--energies-from",
+                  files[1], "-n", "20", "--quiet", "-o", tmp_path / "gen.h5")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert read_showers(tmp_path / "gen.h5").showers.shape == (20, 40500)
