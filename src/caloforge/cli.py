@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     inputs = [getattr(args, name, None) for name in INPUT_ARGS]
     try:
-        with signal_cleanup(), protect_inputs(v for v in inputs if isinstance(v, str)):
+        flat = [p for v in inputs for p in (v if isinstance(v, list) else [v])]  # nargs='+'
+        with signal_cleanup(), protect_inputs(v for v in flat if isinstance(v, str)):
             return int(args._run(args) or 0)
     except CaloforgeError as exc:
         print(f"caloforge {args.command}: error: {_one_line(exc)}", file=sys.stderr)

@@ -15,10 +15,12 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Compare generated showers with reference showers using the CaloChallenge "
                     "evaluation. Writes OUTDIR/metrics.json, OUTDIR/report.html and "
                     "OUTDIR/plots/*.png.")
-    p.add_argument("-g", "--generated", required=True, metavar="GENERATED.h5",
-                   help="generated showers (CaloChallenge or CaloGAN file)")
-    p.add_argument("-r", "--reference", required=True, metavar="REFERENCE.h5",
-                   help="reference showers, e.g. Geant4 or the reference simulator")
+    p.add_argument("-g", "--generated", required=True, nargs="+", metavar="GENERATED.h5",
+                   help="generated showers: one or more CaloChallenge or CaloGAN files of one "
+                        "geometry (read block by block, never loaded whole)")
+    p.add_argument("-r", "--reference", required=True, nargs="+", metavar="REFERENCE.h5",
+                   help="reference showers, e.g. Geant4 or the reference simulator; several "
+                        "files allowed (e.g. dataset_3_3.hdf5 dataset_3_4.hdf5)")
     p.add_argument("-d", "--dataset", choices=DATASETS, default=None,
                    help="geometry (default: inferred from the voxel count)")
     p.add_argument("-m", "--mode", action="append", default=None, metavar="MODE",
@@ -73,7 +75,7 @@ def _lines(metrics: dict) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from caloforge.data import read_showers
+    from caloforge.diskset import open_showers
     from caloforge.evaluation import evaluate
 
     if args.threads is not None:
@@ -82,13 +84,10 @@ def run(args: argparse.Namespace) -> int:
 
             raise ConfigError(f"--threads: expected a positive integer, found {args.threads}")
         torch.set_num_threads(args.threads)
-    generated = read_showers(args.generated, args.dataset)
-    reference = read_showers(args.reference, args.dataset)
-    for path, data in ((args.generated, generated), (args.reference, reference)):
-        if len(data) == 0:
-            from caloforge.errors import DataError
-
-            raise DataError(f"{path}[showers]: expected showers to evaluate, found 0 rows")
+    # the showers stay in their files: features, histograms and classifier inputs are
+    # computed block by block (classifier inputs through a scratch file under OUTDIR)
+    generated = open_showers(args.generated, args.dataset)
+    reference = open_showers(args.reference, args.dataset)
     metrics = evaluate(generated, reference, args.mode or ["all"], args.output,
                        epochs=args.epochs, repeats=args.repeats, width=args.width, seed=args.seed,
                        device=args.device, progress=not args.quiet, subsample=args.subsample,

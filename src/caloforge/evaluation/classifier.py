@@ -89,33 +89,99 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def split_classes(gen: np.ndarray, ref: np.ndarray, dataset: str, rng: np.random.Generator
-           ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(x, y) of train, test, val: each class shuffled, split, then both merged and shuffled."""
+def split_rows(n_gen: int, n_ref: int, dataset: str, rng: np.random.Generator
+               ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(rows, labels) of train, test, val: each class shuffled and split, both merged and
+    shuffled. Rows index the stacked inputs ``[generated; reference]`` (reference row ``i`` is
+    ``n_gen + i``); labels are 0 (generated) and 1 (reference), float32."""
     parts: list[list[np.ndarray]] = [[], [], []]
     labels: list[list[np.ndarray]] = [[], [], []]
-    for x, label in ((gen, 0.0), (ref, 1.0)):
-        sizes = split_sizes(len(x), dataset)
-        idx = np.split(rng.permutation(len(x)), np.cumsum(sizes)[:-1])
+    for n, label, offset in ((n_gen, 0.0, 0), (n_ref, 1.0, n_gen)):
+        sizes = split_sizes(n, dataset)
+        idx = np.split(rng.permutation(n), np.cumsum(sizes)[:-1])
         for p in range(3):
-            parts[p].append(x[idx[p]])
+            parts[p].append(idx[p] + offset)
             labels[p].append(np.full(len(idx[p]), label, dtype=np.float32))
     out = []
     for p in range(3):
-        x, y = np.concatenate(parts[p]), np.concatenate(labels[p])
-        perm = rng.permutation(len(x))
-        out.append((x[perm], y[perm]))
+        rows, y = np.concatenate(parts[p]), np.concatenate(labels[p])
+        perm = rng.permutation(len(rows))
+        out.append((rows[perm], y[perm]))
     return out
 
 
+class PairRows:
+    """The stacked classifier inputs ``[generated; reference]`` of two (N, d) arrays (or
+    anything indexable by integer arrays, e.g. a ``numpy.memmap``), read by row numbers."""
+
+    def __init__(self, gen: np.ndarray, ref: np.ndarray) -> None:
+        if gen.ndim != 2 or gen.shape[1:] != ref.shape[1:]:
+            raise DataError(f"classifier inputs: expected equal (N, d) shapes, found "
+                            f"{gen.shape} and {ref.shape}")
+        self.gen, self.ref = gen, ref
+        self.n_gen, self.n_ref, self.dim = len(gen), len(ref), gen.shape[1]
+        self.dtype = np.result_type(gen.dtype, ref.dtype)
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """The input rows ``rows`` (N,) of the stack, in that order, as an (N, d) array."""
+        rows = np.asarray(rows)
+        out = np.empty((len(rows), self.dim), dtype=self.dtype)
+        is_gen = rows < self.n_gen
+        out[is_gen] = self.gen[rows[is_gen]]
+        out[~is_gen] = self.ref[rows[~is_gen] - self.n_gen]
+        return out
+
+
+def split_classes(gen: np.ndarray, ref: np.ndarray, dataset: str, rng: np.random.Generator
+                  ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(x, y) of train, test, val in memory (:func:`split_rows` applied to the inputs)."""
+    store = PairRows(gen, ref)
+    return [(store.take(rows), y) for rows, y in split_rows(len(gen), len(ref), dataset, rng)]
+
+
+def _gather_rows(dim: int) -> int:
+    """Rows per read when a whole split is streamed through (about 2^22 values)."""
+    return max(1, 2**22 // max(dim, 1))
+
+
+def column_moments(store: PairRows, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and (population) standard deviation of every column over the rows ``rows`` of
+    ``store``, read block by block, in float64.
+
+    The sums run row after row in the order of ``rows`` exactly as numpy's
+    ``x.mean(axis=0, dtype=float64)`` and ``x.std(axis=0, dtype=float64)`` do on the gathered
+    array, so the results are bit for bit those of the in-memory computation.
+    """
+    step = _gather_rows(store.dim)
+    acc = np.zeros(store.dim)
+    for lo in range(0, len(rows), step):
+        x = store.take(rows[lo:lo + step]).astype(np.float64)
+        acc = np.add.reduce(np.concatenate([acc[None], x]), axis=0)
+    mean = acc / len(rows)
+    acc = np.zeros(store.dim)
+    for lo in range(0, len(rows), step):
+        d = store.take(rows[lo:lo + step]) - mean
+        acc = np.add.reduce(np.concatenate([acc[None], d * d]), axis=0)
+    return mean, np.sqrt(acc / len(rows))
+
+
 @torch.no_grad()
-def _predict(model: torch.nn.Module, x: np.ndarray, device: torch.device,
+def _predict(model: torch.nn.Module, store: PairRows, rows: np.ndarray, prep, device: torch.device,
              batch: int = 10_000) -> np.ndarray:
+    """Sigmoid outputs for the rows ``rows`` of ``store``, ``batch`` rows at a time."""
     model.eval()
-    out = [torch.sigmoid(model(torch.as_tensor(x[lo:lo + batch], dtype=torch.float32,
-                                               device=device))).reshape(-1).double().cpu()
-           for lo in range(0, len(x), batch)]
+    out = [torch.sigmoid(model(torch.as_tensor(prep(store.take(rows[lo:lo + batch])),
+                                               dtype=torch.float32, device=device))
+                         ).reshape(-1).double().cpu()
+           for lo in range(0, len(rows), batch)]
     return torch.cat(out).numpy()
+
+
+def check_settings(epochs: int, width: int, batch_size: int) -> None:
+    """Refuse non-positive DNN settings (one line naming the options)."""
+    if epochs < 1 or width < 1 or batch_size < 1:
+        raise ConfigError(f"--epochs/--width/--batch-size: expected positive integers, found "
+                          f"{epochs}/{width}/{batch_size}")
 
 
 def classifier_test(gen: np.ndarray, ref: np.ndarray, dataset: str, *, epochs: int = 50,
@@ -125,40 +191,58 @@ def classifier_test(gen: np.ndarray, ref: np.ndarray, dataset: str, *, epochs: i
                     ) -> ClassifierResult:
     """Train the DNN on ``gen`` (label 0) vs ``ref`` (label 1) inputs (N, d); see module doc.
 
+    ``gen`` and ``ref`` may be numpy arrays or memory maps: every batch is gathered from them
+    by row number, nothing is copied as a whole (see :func:`dnn_test`).
+
     Args:
         min_steps: Fewest optimiser steps (default: 0 for the official settings,
             :data:`QUICK_MIN_STEPS` otherwise); epochs are added until it is reached.
         standardize: Standardise inputs with train-split statistics (default: only for quick
             settings).
     """
-    if gen.shape[1:] != ref.shape[1:] or gen.ndim != 2:
-        raise DataError(f"classifier inputs: expected equal (N, d) shapes, found {gen.shape} "
-                        f"and {ref.shape}")
+    store = PairRows(gen, ref)
     if len(gen) != len(ref):
         raise DataError(f"classifier inputs: expected equal event counts, found {len(gen)} "
                         f"generated and {len(ref)} reference")
-    if epochs < 1 or width < 1 or batch_size < 1:
-        raise ConfigError(f"--epochs/--width/--batch-size: expected positive integers, found "
-                          f"{epochs}/{width}/{batch_size}")
+    return dnn_test(store, dataset, epochs=epochs, width=width, batch_size=batch_size, lr=lr,
+                    seed=seed, device=device, progress=progress, desc=desc,
+                    min_steps=min_steps, standardize=standardize)
+
+
+def dnn_test(store: PairRows, dataset: str, *, epochs: int = 50, width: int = 2048,
+             batch_size: int = 1000, lr: float = 2e-4, seed: int = 0, device: str = "auto",
+             progress: bool = True, desc: str = "classifier", min_steps: int | None = None,
+             standardize: bool | None = None) -> ClassifierResult:
+    """The DNN test on stacked inputs ``store`` (anything with ``n_gen``, ``n_ref``, ``dim``
+    and ``take(rows)``: :class:`PairRows`, or the on-disk scratch of
+    :mod:`caloforge.evaluation.scratch`), read batch by batch.
+
+    Memory: one batch (and one prediction block of 10,000 rows) of inputs at a time, plus the
+    row numbers of the split; the results equal those of the whole split in memory.
+    """
+    check_settings(epochs, width, batch_size)
     official = is_official(epochs, width, batch_size, lr)
     min_steps = (0 if official else QUICK_MIN_STEPS) if min_steps is None else min_steps
     standardize = (not official) if standardize is None else standardize
     dev = resolve_device(device)
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    (x_tr, y_tr), (x_te, y_te), (x_va, y_va) = split_classes(gen, ref, dataset, rng)
+    (r_tr, y_tr), (r_te, y_te), (r_va, y_va) = split_rows(store.n_gen, store.n_ref, dataset,
+                                                          rng)
     if standardize:
-        mean = x_tr.mean(axis=0, dtype=np.float64)
-        std = x_tr.std(axis=0, dtype=np.float64)
+        mean, std = column_moments(store, r_tr)
         std[~(std > 0)] = 1.0
-        x_tr, x_te, x_va = (((x - mean) / std).astype(np.float32)
-                            for x in (x_tr, x_te, x_va))
-    steps_per_epoch = math.ceil(len(x_tr) / batch_size)
+
+        def prep(x: np.ndarray) -> np.ndarray:
+            return ((x - mean) / std).astype(np.float32)
+    else:
+        def prep(x: np.ndarray) -> np.ndarray:
+            return x
+    steps_per_epoch = math.ceil(len(r_tr) / batch_size)
     epochs = max(epochs, math.ceil(min_steps / steps_per_epoch))
-    model = make_dnn(gen.shape[1], width).to(dev)
+    model = make_dnn(store.dim, width).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     loss_fn = torch.nn.BCEWithLogitsLoss()
-    xt = torch.as_tensor(x_tr, dtype=torch.float32)
     yt = torch.as_tensor(y_tr, dtype=torch.float32)
     best_acc, best_epoch, best_state = -1.0, 0, None
     gen_t = torch.Generator().manual_seed(seed)
@@ -169,18 +253,19 @@ def classifier_test(gen: np.ndarray, ref: np.ndarray, dataset: str, *, epochs: i
     for epoch in bar:
         t0 = time.perf_counter()
         model.train()
-        perm = torch.randperm(len(xt), generator=gen_t)
+        perm = torch.randperm(len(r_tr), generator=gen_t)
         total = 0.0
-        for lo in range(0, len(xt), batch_size):
+        for lo in range(0, len(r_tr), batch_size):
             idx = perm[lo:lo + batch_size]
-            logits = model(xt[idx].to(dev)).reshape(-1)
+            xb = torch.as_tensor(prep(store.take(r_tr[idx.numpy()])), dtype=torch.float32)
+            logits = model(xb.to(dev)).reshape(-1)
             loss = loss_fn(logits, yt[idx].to(dev))
             opt.zero_grad()
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(idx)
-        train_loss.append(total / len(xt))
-        acc = float(np.mean((_predict(model, x_te, dev) > 0.5) == y_te))
+        train_loss.append(total / len(r_tr))
+        acc = float(np.mean((_predict(model, store, r_te, prep, dev) > 0.5) == y_te))
         test_acc.append(acc)
         epoch_seconds.append(time.perf_counter() - t0)
         bar.set_postfix(test_acc=f"{acc:.4f}")
@@ -191,6 +276,7 @@ def classifier_test(gen: np.ndarray, ref: np.ndarray, dataset: str, *, epochs: i
             break
     bar.close()
     model.load_state_dict(best_state)
-    return finish(_predict(model, x_te, dev), y_te, _predict(model, x_va, dev), y_va,
+    return finish(_predict(model, store, r_te, prep, dev), y_te,
+                  _predict(model, store, r_va, prep, dev), y_va,
                   train_loss=train_loss, test_curve=test_acc, best_epoch=best_epoch,
                   epoch_seconds=epoch_seconds, kind="dnn", seed=seed)

@@ -21,6 +21,7 @@ Entries outside a binning are dropped, as with ``numpy.histogram``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -169,23 +170,50 @@ def per_energy_histograms(gen_ratio: np.ndarray, gen_einc: np.ndarray, ref_ratio
     return out
 
 
+def _row_blocks(showers: object, chunk: int) -> Iterator[np.ndarray]:
+    """Blocks of about ``chunk`` values of a (N, n_voxels) array or file-backed array-like
+    (other shapes: treated as one value per row)."""
+    if not (hasattr(showers, "shape") and len(showers.shape) == 2):
+        showers = np.asarray(showers)
+        showers = showers.reshape(len(showers), -1) if showers.ndim >= 2 else \
+            showers.reshape(-1, 1)
+    rows = max(1, chunk // max(int(showers.shape[1]), 1))
+    for lo in range(0, len(showers), rows):
+        yield np.asarray(showers[lo:lo + rows])
+
+
 def voxel_histogram(gen_showers: np.ndarray, ref_showers: np.ndarray, threshold: float,
                     chunk: int = 2**24) -> Histogram:
     """Spectrum of all voxel energies: 49 log bins from ``threshold`` to the reference max.
 
     Voxels below the threshold fall below the first edge and are dropped, so the raw values
-    can be histogrammed directly (chunked: ``chunk`` values at a time).
+    can be histogrammed directly. Both samples are read in row blocks of about ``chunk``
+    values (arrays or file-backed :class:`~caloforge.diskset.DiskShowers`): one pass over the
+    reference for its range, one pass over each sample for the counts.
     """
-    ref_flat, gen_flat = np.ravel(ref_showers), np.ravel(gen_showers)
+    high, pos_low, seen = None, None, False
+    for block in _row_blocks(ref_showers, chunk):
+        if not block.size:
+            continue
+        seen = True
+        m = block.max()
+        high = m if high is None else max(high, m)
+        if threshold <= 0:
+            pos = block[block > 0]
+            if pos.size:
+                p = pos.min()
+                pos_low = p if pos_low is None else min(pos_low, p)
     if threshold > 0:
-        edges = log_edges(threshold, np.array([ref_flat.max() if ref_flat.size else 0.0]), 50)
-    else:
-        edges = log_edges(0.0, ref_flat, 50)
+        edges = log_edges(threshold, np.array([high if seen else 0.0]), 50)
+    else:  # the smallest positive and the largest reference value fix the edges
+        values = ([] if pos_low is None else [pos_low]) + ([high] if seen else [])
+        edges = log_edges(0.0, np.array(values), 50)
 
-    def counts(flat: np.ndarray) -> np.ndarray:
+    def counts(showers: object) -> np.ndarray:
         total = np.zeros(len(edges) - 1, dtype=np.int64)
-        for lo in range(0, flat.size, chunk):
-            total += np.histogram(flat[lo:lo + chunk], edges)[0]
+        for block in _row_blocks(showers, chunk):
+            total += np.histogram(block.ravel(), edges)[0]
         return total
 
-    return Histogram("voxel", edges, counts(ref_flat), counts(gen_flat), True, LABELS["voxel"])
+    return Histogram("voxel", edges, counts(ref_showers), counts(gen_showers), True,
+                     LABELS["voxel"])

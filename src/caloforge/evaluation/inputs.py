@@ -20,6 +20,8 @@ Low-level inputs are float32 (dataset 3 would need 32 GB in float64).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from caloforge.data import ShowerSet
@@ -44,46 +46,93 @@ def high_level_vector(feats: dict[str, np.ndarray], ss: ShowerSet) -> np.ndarray
     return np.stack(cols, axis=1)
 
 
-def low_level_vector(ss: ShowerSet, threshold: float, normed: bool = False) -> np.ndarray:
-    """The ``cls-low`` (or ``cls-low-normed``) input (N, d) in float32, built chunk by chunk."""
+def _rows_per_block(n_voxels: int) -> int:
+    return max(1, CHUNK_VALUES // max(n_voxels, 1))
+
+
+def low_level_blocks(ss: ShowerSet, threshold: float, normed: bool = False
+                     ) -> Iterator[tuple[int, int, np.ndarray]]:
+    """``(lo, hi, rows lo:hi of the cls-low / cls-low-normed input)`` in float32, block by
+    block (``ss.showers`` is only read one block at a time)."""
     geo = ss.geometry
-    n = len(ss)
     dim = 1 + geo.n_voxels + (geo.n_layers if normed else 0)
-    out = np.empty((n, dim), dtype=np.float32)
     e_inc = np.asarray(ss.e_inc, dtype=np.float64)
-    out[:, 0] = np.log10(e_inc)
-    rows = max(1, CHUNK_VALUES // max(geo.n_voxels, 1))
-    for lo in range(0, n, rows):
-        hi = min(lo + rows, n)
+    rows = _rows_per_block(geo.n_voxels)
+    sizes = [lyr.n_voxels for lyr in geo.layers]
+    for lo in range(0, len(ss), rows):
+        hi = min(lo + rows, len(ss))
+        out = np.empty((hi - lo, dim), dtype=np.float32)
+        out[:, 0] = np.log10(e_inc[lo:hi])
         x = apply_threshold(ss.showers[lo:hi], threshold)
         if normed:
             el = geo.layer_energies(x)
-            sizes = [lyr.n_voxels for lyr in geo.layers]
-            out[lo:hi, 1:1 + geo.n_voxels] = x / (np.repeat(el, sizes, axis=1) + 1e-16)
-            out[lo:hi, 1 + geo.n_voxels:] = np.log10(el + 1e-8)
+            out[:, 1:1 + geo.n_voxels] = x / (np.repeat(el, sizes, axis=1) + 1e-16)
+            out[:, 1 + geo.n_voxels:] = np.log10(el + 1e-8)
         else:
-            out[lo:hi, 1:] = x / e_inc[lo:hi, None]
+            out[:, 1:] = x / e_inc[lo:hi, None]
+        yield lo, hi, out
+
+
+def gbdt_low_blocks(ss: ShowerSet, threshold: float) -> Iterator[tuple[int, int, np.ndarray]]:
+    """``(lo, hi, rows lo:hi of the cls-gbdt-low input)`` in float32, block by block."""
+    geo = ss.geometry
+    nv, nl = geo.n_voxels, geo.n_layers
+    e_inc = np.asarray(ss.e_inc, dtype=np.float64)
+    rows = _rows_per_block(nv)
+    for lo in range(0, len(ss), rows):
+        hi = min(lo + rows, len(ss))
+        out = np.empty((hi - lo, 1 + nv + nl + 2), dtype=np.float32)
+        out[:, 0] = np.log10(e_inc[lo:hi])
+        x = apply_threshold(ss.showers[lo:hi], threshold)
+        el = geo.layer_energies(x)
+        e_tot = el.sum(axis=1)
+        out[:, 1:1 + nv] = x / e_inc[lo:hi, None]
+        out[:, 1 + nv:1 + nv + nl] = np.log10(el + 1e-8)
+        out[:, -2] = np.log10(e_tot + 1e-8)
+        out[:, -1] = e_tot / e_inc[lo:hi]
+        yield lo, hi, out
+
+
+def _fill(n: int, blocks: Iterator[tuple[int, int, np.ndarray]]) -> np.ndarray:
+    out = None
+    for lo, hi, block in blocks:
+        if out is None:
+            out = np.empty((n, block.shape[1]), dtype=block.dtype)
+        out[lo:hi] = block
     return out
+
+
+def low_level_vector(ss: ShowerSet, threshold: float, normed: bool = False) -> np.ndarray:
+    """The ``cls-low`` (or ``cls-low-normed``) input (N, d) in float32, built chunk by chunk."""
+    geo = ss.geometry
+    dim = 1 + geo.n_voxels + (geo.n_layers if normed else 0)
+    out = _fill(len(ss), low_level_blocks(ss, threshold, normed))
+    return out if out is not None else np.empty((0, dim), dtype=np.float32)
 
 
 def gbdt_low_vector(ss: ShowerSet, threshold: float) -> np.ndarray:
     """The ``cls-gbdt-low`` input (N, d) in float32: ``cls-low`` plus layer and total sums."""
     geo = ss.geometry
-    n, nv, nl = len(ss), geo.n_voxels, geo.n_layers
-    out = np.empty((n, 1 + nv + nl + 2), dtype=np.float32)
-    e_inc = np.asarray(ss.e_inc, dtype=np.float64)
-    out[:, 0] = np.log10(e_inc)
-    rows = max(1, CHUNK_VALUES // max(nv, 1))
-    for lo in range(0, n, rows):
-        hi = min(lo + rows, n)
-        x = apply_threshold(ss.showers[lo:hi], threshold)
-        el = geo.layer_energies(x)
-        e_tot = el.sum(axis=1)
-        out[lo:hi, 1:1 + nv] = x / e_inc[lo:hi, None]
-        out[lo:hi, 1 + nv:1 + nv + nl] = np.log10(el + 1e-8)
-        out[lo:hi, -2] = np.log10(e_tot + 1e-8)
-        out[lo:hi, -1] = e_tot / e_inc[lo:hi]
-    return out
+    out = _fill(len(ss), gbdt_low_blocks(ss, threshold))
+    return out if out is not None else np.empty((0, 1 + geo.n_voxels + geo.n_layers + 2),
+                                                dtype=np.float32)
+
+
+def input_blocks(mode: str, ss: ShowerSet, threshold: float,
+                 feats: dict[str, np.ndarray] | None = None
+                 ) -> Iterator[tuple[int, int, np.ndarray]]:
+    """The input of classifier ``mode`` for ``ss`` as ``(lo, hi, rows lo:hi)`` blocks (the
+    values of :func:`classifier_input`, never the whole array of voxel inputs at once)."""
+    if mode == "cls-gbdt-low":
+        yield from gbdt_low_blocks(ss, threshold)
+    elif mode in ("cls-high", "cls-gbdt-high"):
+        x = high_level_vector(feats if feats is not None
+                              else high_level_features(ss, threshold), ss)
+        step = _rows_per_block(x.shape[1])
+        for lo in range(0, len(x), step):
+            yield lo, min(lo + step, len(x)), x[lo:lo + step]
+    else:
+        yield from low_level_blocks(ss, threshold, normed=mode == "cls-low-normed")
 
 
 def classifier_input(mode: str, ss: ShowerSet, threshold: float,

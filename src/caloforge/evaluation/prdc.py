@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from caloforge.data import ShowerSet
-from caloforge.features import apply_threshold
+from caloforge.features import CHUNK_VALUES, apply_threshold
 
 #: Default number of showers per sample used by :func:`shower_prdc`.
 PRDC_MAX_SAMPLES = 10_000
@@ -69,9 +69,13 @@ def prdc(real: np.ndarray, fake: np.ndarray, k: int = 5) -> dict[str, float]:
 
 def log_voxels(ss: ShowerSet, threshold: float) -> np.ndarray:
     """log10 of thresholded voxel energies (MeV), zeros replaced by :data:`ZERO_FILL_MEV`."""
-    x = apply_threshold(ss.showers, threshold)
-    x[x <= 0] = ZERO_FILL_MEV
-    return np.log10(x)
+    out = np.empty((len(ss), ss.geometry.n_voxels))
+    rows = max(1, CHUNK_VALUES // max(ss.geometry.n_voxels, 1))
+    for lo in range(0, len(ss), rows):  # block by block, straight into the result
+        x = apply_threshold(ss.showers[lo:lo + rows], threshold)
+        x[x <= 0] = ZERO_FILL_MEV
+        np.log10(x, out=out[lo:lo + rows])
+    return out
 
 
 def shower_prdc(generated: ShowerSet, reference: ShowerSet, threshold: float, k: int = 5,

@@ -1,0 +1,97 @@
+"""Classifier inputs on disk: a scratch file of stacked inputs, read batch by batch.
+
+For showers that stay in their files (:class:`caloforge.diskset.DiskShowerSet`), the inputs of
+a classifier test (``cls-low``: N x 40,501 float32 per side on dataset 3, 16 GB for 100k
+showers) are written block by block into one raw scratch file under the output directory:
+the generated rows first, then the reference rows. :class:`ScratchRows` reads rows of it by
+number through a memory map that is opened for one read and closed right after, so the pages
+it touched leave the process (the page cache keeps them; RSS does not grow with the file).
+
+The file is named ``.NAME.PID.tmp`` like every temporary file of caloforge
+(:mod:`caloforge.atomic`): it is removed when the test ends, on any exception, on SIGINT and
+SIGTERM, and the debris of a killed process is removed by the next write into that directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from caloforge.errors import DataError
+
+
+class ScratchRows:
+    """Stacked inputs ``[generated; reference]`` of ``dim`` columns in the raw file ``path``
+    (C order, ``dtype``), read by row number; the interface of
+    :class:`caloforge.evaluation.classifier.PairRows`."""
+
+    def __init__(self, path: Path, n_gen: int, n_ref: int, dim: int, dtype: np.dtype) -> None:
+        self.path, self.n_gen, self.n_ref, self.dim = Path(path), n_gen, n_ref, dim
+        self.dtype = np.dtype(dtype)
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """Rows ``rows`` (in that order) as an in-memory (len(rows), dim) array."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), self.dim), dtype=self.dtype)
+        if len(rows) == 0:
+            return out
+        order = np.argsort(rows, kind="stable")  # ascending reads: sequential on disk
+        mm = np.memmap(self.path, dtype=self.dtype, mode="r",
+                       shape=(self.n_gen + self.n_ref, self.dim))
+        try:
+            out[order] = mm[rows[order]]
+        finally:
+            del mm  # unmapped: the touched pages stop counting as this process's memory
+        return out
+
+
+def write_scratch(path: Path, sides: Iterable[Iterable[tuple[int, int, np.ndarray]]]
+                  ) -> ScratchRows:
+    """Write the blocks of the generated, then the reference input (each an iterable of
+    ``(lo, hi, block)`` in row order) into ``path``; return its reader."""
+    counts, dim, dtype = [], None, None
+    with open(path, "wb") as fh:
+        for blocks in sides:
+            n = 0
+            for lo, hi, block in blocks:
+                if lo != n or hi - lo != len(block):
+                    raise DataError(f"{path}: expected input rows from {n}, found {lo}..{hi}")
+                if dim is None:
+                    dim, dtype = block.shape[1], block.dtype
+                np.ascontiguousarray(block, dtype=dtype).tofile(fh)
+                n = hi
+            counts.append(n)
+    if dim is None:
+        raise DataError(f"{path}: expected classifier inputs, found no rows")
+    return ScratchRows(path, counts[0], counts[1], dim, dtype)
+
+
+@contextlib.contextmanager
+def scratch_file(directory: str | os.PathLike, name: str) -> Iterator[Path]:
+    """A new scratch path ``directory/.NAME.PID.tmp``, removed when the block ends (also on
+    an exception, SIGINT or SIGTERM). ``directory`` is created if needed and removed again
+    if it was created here and is left empty."""
+    from caloforge.atomic import clean_stale, signal_cleanup
+
+    directory = Path(directory)
+    created = not directory.exists()
+    directory.mkdir(parents=True, exist_ok=True)
+    clean_stale(directory)
+    path = directory / f".{name}.{os.getpid()}.tmp"
+    k = 0
+    while path.exists():
+        k += 1
+        path = directory / f".{name}.{k}.{os.getpid()}.tmp"
+    try:
+        with signal_cleanup():
+            yield path
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        if created:
+            with contextlib.suppress(OSError):
+                directory.rmdir()  # only when empty

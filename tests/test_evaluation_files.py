@@ -1,0 +1,170 @@
+"""Evaluation straight from files (issue 11 item 2): showers never loaded whole, several files
+per side, classifier inputs in a scratch file that is always removed."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+from conftest import make_showers
+
+from caloforge.cli import main
+from caloforge.data import ShowerSet, write_showers
+from caloforge.diskset import DiskShowers, open_showers
+from caloforge.errors import DataError, GeometryError
+from caloforge.evaluation import evaluate
+from caloforge.evaluation.classifier import PairRows, classifier_test, dnn_test
+from caloforge.evaluation.histograms import voxel_histogram
+from caloforge.evaluation.inputs import classifier_input, input_blocks
+from caloforge.evaluation.scratch import scratch_file, write_scratch
+
+
+def _parts(ss: ShowerSet, cuts: list[int]) -> list[ShowerSet]:
+    edges = [0, *cuts, len(ss)]
+    return [ss.subset(slice(a, b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
+@pytest.fixture()
+def two_by_two(tmp_path):
+    """Generated and reference photon showers, each as two files of unequal size."""
+    gen = make_showers("1-photons", 360, seed=1)
+    gen.showers *= np.float32(1.1)
+    ref = make_showers("1-photons", 360, seed=2)
+    paths = {}
+    for side, ss, cut in (("gen", gen, 150), ("ref", ref, 200)):
+        paths[side] = [write_showers(tmp_path / f"{side}{k}.h5", part)
+                       for k, part in enumerate(_parts(ss, [cut]))]
+    return gen, ref, paths
+
+
+def _comparable(m: dict) -> dict:
+    m = dict(m)
+    m.pop("timing_s")
+    for c in m["classifier"].values():
+        c.pop("mean_epoch_s")
+    return m
+
+
+def test_disk_showers_index_like_an_array(tmp_path):
+    ss = make_showers("1-photons", 230, seed=3)
+    paths = [write_showers(tmp_path / f"p{k}.h5", part)
+             for k, part in enumerate(_parts(ss, [70, 71, 160]))]  # a one-row file too
+    disk = open_showers(paths)
+    x = disk.showers
+    assert isinstance(x, DiskShowers) and x.shape == ss.showers.shape and len(disk) == 230
+    np.testing.assert_array_equal(disk.e_inc, ss.e_inc)
+    np.testing.assert_array_equal(x[:], ss.showers)
+    np.testing.assert_array_equal(x[65:165], ss.showers[65:165])  # across three files
+    np.testing.assert_array_equal(x[-3], ss.showers[-3])
+    idx = np.array([229, 0, 70, 70, 71, 5, 159, 160])  # unsorted, repeated, at file edges
+    np.testing.assert_array_equal(x[idx], ss.showers[idx])
+    mask = ss.e_inc > 5000
+    np.testing.assert_array_equal(x[mask], ss.showers[mask])
+    sub = disk.subset(idx)  # lazy, still on disk
+    assert isinstance(sub.showers, DiskShowers)
+    np.testing.assert_array_equal(sub.showers[1:4], ss.showers[idx[1:4]])
+    np.testing.assert_array_equal(sub.showers[:], ss.showers[idx])
+    np.testing.assert_array_equal(disk.layer_energies(), ss.layer_energies())
+    with pytest.raises(IndexError):
+        x[230]
+
+
+def test_voxel_histogram_in_blocks_equals_whole(tmp_path):
+    a, b = make_showers("2", 40, seed=4), make_showers("2", 40, seed=5)
+    whole = voxel_histogram(a.showers, b.showers, 0.0151)
+    small = voxel_histogram(a.showers, b.showers, 0.0151, chunk=7000)  # ~1 row per block
+    for h in (small, voxel_histogram(a.showers, b.showers, 0.0151, chunk=1)):
+        np.testing.assert_array_equal(h.edges, whole.edges)
+        np.testing.assert_array_equal(h.ref, whole.ref)
+        np.testing.assert_array_equal(h.gen, whole.gen)
+    zero = voxel_histogram(a.showers, b.showers, 0.0, chunk=13_000)  # range from the data
+    np.testing.assert_array_equal(zero.edges, voxel_histogram(a.showers, b.showers, 0.0).edges)
+
+
+def test_evaluate_from_files_equals_in_memory(two_by_two):
+    gen, ref, paths = two_by_two
+    modes = "hist,fpd,kpd,prdc"
+    mem = evaluate(gen, ref, modes, progress=False)
+    disk = evaluate(open_showers(paths["gen"]), open_showers(paths["ref"]), modes,
+                    progress=False)
+    assert _comparable(disk) == _comparable(mem)  # bit for bit
+    assert disk["fpd"] is not None and disk["prdc"]["coverage"] > 0
+
+
+def test_dnn_from_scratch_file_equals_in_memory(two_by_two, tmp_path):
+    gen, ref, paths = two_by_two
+    thr = gen.geometry.eval_threshold
+    opts = {"epochs": 3, "width": 8, "batch_size": 50, "min_steps": 0, "progress": False,
+            "device": "cpu"}
+    dg, dr = open_showers(paths["gen"]), open_showers(paths["ref"])
+    for mode, standardize in (("cls-low", True), ("cls-high", False)):
+        mem = classifier_test(classifier_input(mode, gen, thr), classifier_input(mode, ref, thr),
+                              "1-photons", standardize=standardize, **opts)
+        with scratch_file(tmp_path / "scratch", mode) as path:
+            store = write_scratch(path, (input_blocks(mode, dg, thr), input_blocks(mode, dr, thr)))
+            disk = dnn_test(store, "1-photons", standardize=standardize, **opts)
+        assert (disk.auc, disk.jsd, disk.train_loss, disk.test_curve) == (
+            mem.auc, mem.jsd, mem.train_loss, mem.test_curve)
+        np.testing.assert_array_equal(disk.scores, mem.scores)
+    assert not (tmp_path / "scratch").exists()  # file removed, the directory made for it too
+
+
+def test_cli_takes_several_files_per_side(two_by_two, tmp_path, capsys):
+    gen, ref, paths = two_by_two
+    out = tmp_path / "cli"
+    args = ["evaluate", "-g", *map(str, paths["gen"]), "-r", *map(str, paths["ref"]),
+            "-m", "fpd,kpd", "--threads", "1", "--quiet", "-o", str(out)]
+    assert main(args) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["n_generated"] == m["n_reference"] == 360
+    mem = evaluate(gen, ref, "fpd,kpd", progress=False)
+    assert (m["fpd"], m["kpd"]) == (mem["fpd"], mem["kpd"])
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_cli_refuses_a_side_that_mixes_geometries(two_by_two, tmp_path, capsys):
+    _, _, paths = two_by_two
+    pions = write_showers(tmp_path / "pions.h5", make_showers("1-pions", 50, seed=6))
+    code = main(["evaluate", "-g", str(paths["gen"][0]), str(pions), "-r",
+                 *map(str, paths["ref"]), "-m", "hist", "--quiet", "-o", str(tmp_path / "x")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert str(pions) in err and "368" in err and "533" in err
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(GeometryError):
+        open_showers([paths["gen"][0], pions])
+
+
+def test_scratch_removed_when_the_classifier_input_fails(two_by_two, tmp_path, capsys):
+    _, _, paths = two_by_two
+    bad = tmp_path / "bad.h5"
+    ss = make_showers("1-photons", 360, seed=7)
+    write_showers(bad, ss)
+    with h5py.File(bad, "r+") as fh:
+        fh["showers"][300, 5] = np.nan  # found only when cls-low reads row 300
+    out = tmp_path / "never"
+    code = main(["evaluate", "-g", str(bad), "-r", *map(str, paths["ref"]), "-m", "cls-low",
+                 "--epochs", "1", "--width", "8", "--quiet", "-o", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and str(bad) in err and "row 300" in err and len(err.splitlines()) == 1
+    assert not out.exists()  # scratch file and the directory made for it are both gone
+
+
+def test_scratch_rows_read_like_the_arrays(tmp_path):
+    rng = np.random.default_rng(0)
+    g, r = rng.random((37, 5)).astype(np.float32), rng.random((41, 5)).astype(np.float32)
+    blocks = [[(lo, min(lo + 10, len(a)), a[lo:lo + 10]) for lo in range(0, len(a), 10)]
+              for a in (g, r)]
+    with scratch_file(tmp_path, "t") as path:
+        store = write_scratch(path, blocks)
+        rows = rng.integers(0, 78, 200)
+        np.testing.assert_array_equal(store.take(rows), PairRows(g, r).take(rows))
+        assert (store.n_gen, store.n_ref, store.dim) == (37, 41, 5)
+        assert path.exists()
+    assert not path.exists() and tmp_path.exists()
+    with pytest.raises(DataError), scratch_file(tmp_path, "t") as path:
+        write_scratch(path, [[], []])
+    assert not list(tmp_path.iterdir())
+
