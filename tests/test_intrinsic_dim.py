@@ -72,3 +72,16 @@ def test_cli(tmp_path, capsys) -> None:
     out = capsys.readouterr().out
     assert "raw" in out and "pre-log" in out
     assert main(["intrinsic-dim", str(path), "--k", "5:10", "-n", "3"]) == 2
+
+
+def test_streamed_subsample_equals_the_in_memory_one(tmp_path) -> None:
+    """`intrinsic-dim` reads only its -n showers, chunk by chunk: the same rows as
+    subsampling the whole file with the same seed."""
+    from caloforge.data import read_showers, read_subsample, subsample, write_showers
+    from caloforge.simulate import simulate
+
+    path = write_showers(tmp_path / "d2.h5", simulate("2", 600, seed=4, progress=False))
+    a = read_subsample(path, 250, seed=7, chunk_size=64)
+    b = subsample(read_showers(path), 250, seed=7)
+    assert np.array_equal(a.showers, b.showers) and np.array_equal(a.e_inc, b.e_inc)
+    assert len(read_subsample(path, 10_000)) == 600  # a small file is read whole

@@ -439,6 +439,34 @@ def read_showers(path: str | os.PathLike, geometry: Geometry | str | None = None
     return ShowerSet(e_all, s_all, info.geometry)
 
 
+def read_subsample(path: str | os.PathLike, n: int, seed: int = 0,
+                   geometry: Geometry | str | None = None, clip_negative: bool = False,
+                   chunk_size: int = DEFAULT_CHUNK) -> ShowerSet:
+    """``n`` showers of a file drawn at random without replacement (order kept), read chunk by
+    chunk: memory holds the ``n`` chosen showers and one chunk, whatever the file size.
+
+    The rows are those :func:`subsample` would pick from the whole file with the same ``seed``;
+    a file of at most ``n`` showers is read whole.
+    """
+    info = inspect(path, geometry)
+    if info.n_showers <= n:
+        return read_showers(path, info.geometry, clip_negative=clip_negative)
+    if n < 1:
+        raise DataError(f"{path}[showers]: expected a subsample size >= 1, found {n}")
+    idx = np.sort(np.random.default_rng(seed).choice(info.n_showers, n, replace=False))
+    e_all = np.empty(n, dtype=np.float64)
+    s_all = np.empty((n, info.n_voxels), dtype=info.dtype)
+    done = 0
+    for lo, chunk in zip(range(0, info.n_showers, chunk_size),
+                         iter_showers(path, chunk_size, info.geometry,
+                                      clip_negative=clip_negative), strict=True):
+        take = idx[(idx >= lo) & (idx < lo + len(chunk))] - lo
+        e_all[done:done + len(take)] = chunk.e_inc[take]
+        s_all[done:done + len(take)] = chunk.showers[take]
+        done += len(take)
+    return ShowerSet(e_all, s_all, info.geometry)
+
+
 # --------------------------------------------------------------------------------------------
 # writing
 

@@ -30,19 +30,19 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from caloforge.data import read_showers, subsample
+    from caloforge.data import read_subsample
     from caloforge.errors import CaloforgeError, ConfigError, DataError
     from caloforge.intrinsic_dim import SPACES, estimate_showers, parse_k_range
 
     k_min, k_max = parse_k_range(args.k)
     if args.n < k_max + 1:
         raise ConfigError(f"-n: expected at least KMAX+1 = {k_max + 1} showers, found {args.n}")
-    data = read_showers(args.file, args.dataset, clip_negative=args.clip_negative)
+    # streamed: only the -n chosen showers are kept (a dataset-3 file is 8 GB)
+    data = read_subsample(args.file, args.n, args.seed, args.dataset,
+                          clip_negative=args.clip_negative)
     if len(data) < k_max + 1:
         raise DataError(f"{args.file}[showers]: expected at least KMAX+1 = {k_max + 1} "
                         f"showers, found {len(data)}")
-    if len(data) > args.n:
-        data = subsample(data, args.n, seed=args.seed)
     spaces = SPACES if args.space == "all" else (args.space,)
     print(f"file: {args.file}  ({len(data)} showers, {data.geometry.n_voxels} voxels, "
           f"k = {k_min}..{k_max})")
