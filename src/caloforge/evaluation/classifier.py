@@ -34,10 +34,10 @@ import time
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from caloforge.errors import ConfigError, DataError
 from caloforge.evaluation.verdict import ClassifierResult, finish
+from caloforge.progress import tqdm
 
 __all__ = ["ClassifierResult", "classifier_test", "is_official", "split_sizes"]
 
