@@ -360,9 +360,12 @@ def evaluate(generated: ShowerSet, reference: ShowerSet, modes: str | Iterable[s
         _distance_stage(todo, generated, reference, feats, thr, metrics, seed)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
+        # metrics.json first: its exclusive creation decides, between two evaluations into one
+        # directory without --overwrite, which one writes; the other stops before touching
+        # the report or the pictures of the first
+        write_json(out / "metrics.json", metrics, overwrite)
+        write_bytes(out / "report.html", render_html(metrics, images).encode(), overwrite)
         (out / "plots").mkdir(exist_ok=True)
         for _, name, png in images:
             write_bytes(out / "plots" / f"{name}.png", png, overwrite=True)
-        write_bytes(out / "report.html", render_html(metrics, images).encode(), overwrite)
-        write_json(out / "metrics.json", metrics, overwrite)
     return clean(metrics)
