@@ -648,9 +648,12 @@ def test_two_concurrent_simulate_writers(tmp_path: Path) -> None:
 def test_signal_removes_temporary_file(tmp_path: Path, sig: int, code: int) -> None:
     out = tmp_path / "big.h5"
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    # a job started in the background of a non-interactive shell (CI, nohup ... &) inherits
+    # SIGINT as *ignored*; give the child the default disposition, as a terminal would
     proc = subprocess.Popen([*caloforge_exe(), "simulate", "-d", "1-photons", "-n", "400000",
                              "--seed", "1", "--no-progress", "-o", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 60
     while not list(tmp_path.glob(".big.h5.*.tmp")) and time.time() < deadline:
         time.sleep(0.05)
