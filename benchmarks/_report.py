@@ -51,3 +51,35 @@ def table(header: list[str], rows: list[list[object]]) -> str:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(out)
+
+
+#: Classifier tags of the quality tables (metrics.json keys ``auc_<tag>`` ...).
+TAGS = ("low", "high", "gbdt_low", "gbdt_high")
+
+
+def fill_from_metrics(results: dict, work: Path) -> dict:
+    """Complete each result's AUC uncertainties and learned flags from the ``metrics.json``
+    its evaluation wrote (``WORK/<name>/eval``), where the result lacks them."""
+    import json
+
+    for name, r in results.items():
+        path = work / name / "eval" / "metrics.json"
+        if not path.exists():
+            continue
+        m = json.loads(path.read_text())
+        for t in TAGS:
+            if r.get(f"auc_err_{t}") is None and m.get(f"auc_{t}_err") is not None:
+                r[f"auc_err_{t}"] = m[f"auc_{t}_err"]
+            if r.get(f"learned_{t}") is None and m.get(f"learned_{t}") is not None:
+                r[f"learned_{t}"] = m[f"learned_{t}"]
+    return results
+
+
+def auc_cell(r: dict, tag: str) -> str:
+    """``AUC ± err`` of classifier ``tag``, with ``*`` when that classifier did not learn."""
+    auc = r.get(f"auc_{tag}")
+    if not isinstance(auc, int | float):
+        return "–"
+    err = r.get(f"auc_err_{tag}")
+    text = f"{auc:.3f}" + (f" ± {err:.3f}" if isinstance(err, int | float) else "")
+    return text + ("" if r.get(f"learned_{tag}") else "*")

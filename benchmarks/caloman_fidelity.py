@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import ROOT, machine, table, update_section  # noqa: E402
+from _report import ROOT, auc_cell, fill_from_metrics, machine, table, update_section  # noqa: E402
 
 BASE = {
     "model": "caloman",
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.render_only:
         results = json.loads((Path(args.work) / "results.json").read_text())
         n_train = round(0.9 * args.n_train)
-        results = _fill_from_metrics(results, Path(args.work))
+        results = fill_from_metrics(results, Path(args.work))
         update_section("caloman_fidelity", render(results, args, n_train, args.n_test))
         return 0
 
@@ -176,35 +176,6 @@ def _group(sep: dict, prefix: str) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
-TAGS = ("low", "high", "gbdt_low", "gbdt_high")
-
-
-def _fill_from_metrics(results: dict, work: Path) -> dict:
-    """Complete each result's AUC uncertainties and learned flags from the ``metrics.json``
-    its evaluation wrote (``WORK/<name>/eval``), where the result lacks them."""
-    for name, r in results.items():
-        path = work / name / "eval" / "metrics.json"
-        if not path.exists():
-            continue
-        m = json.loads(path.read_text())
-        for t in TAGS:
-            if r.get(f"auc_err_{t}") is None and m.get(f"auc_{t}_err") is not None:
-                r[f"auc_err_{t}"] = m[f"auc_{t}_err"]
-            if r.get(f"learned_{t}") is None and m.get(f"learned_{t}") is not None:
-                r[f"learned_{t}"] = m[f"learned_{t}"]
-    return results
-
-
-def _auc(r: dict, tag: str) -> str:
-    """``AUC ± err`` with ``*`` when that classifier did not learn."""
-    auc = r.get(f"auc_{tag}")
-    if not isinstance(auc, int | float):
-        return "–"
-    err = r.get(f"auc_err_{tag}")
-    text = f"{auc:.3f}" + (f" ± {err:.3f}" if isinstance(err, int | float) else "")
-    return text + ("" if r.get(f"learned_{tag}") else "*")
-
-
 def _f(v: object, nd: int = 3) -> str:
     return f"{v:.{nd}f}" if isinstance(v, int | float) else "–"
 
@@ -213,8 +184,8 @@ def render(results: dict, args: argparse.Namespace, n_train: int, n_test: int) -
     rows = [["CaloMan, CaloChallenge official (Geant4 DS1 γ, official DNN)", "0.9997",
              "0.9988", "–", "–", "0.888", "0.010", "–", "–"]]
     for name, r in results.items():
-        rows.append([name, _auc(r, "low"), _auc(r, "high"), _auc(r, "gbdt_low"),
-                     _auc(r, "gbdt_high"), _f(r["precision"]), _f(r["recall"]),
+        rows.append([name, auc_cell(r, "low"), auc_cell(r, "high"), auc_cell(r, "gbdt_low"),
+                     auc_cell(r, "gbdt_high"), _f(r["precision"]), _f(r["recall"]),
                      _f(r["sep_mean"], 4), _f(r["ms_per_shower"], 3)])
     return "\n".join([
         "## CaloMan fidelity: before / after (`benchmarks/caloman_fidelity.py`)",

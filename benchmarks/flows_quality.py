@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import ROOT, machine, table, update_section  # noqa: E402
+from _report import ROOT, auc_cell, fill_from_metrics, machine, table, update_section  # noqa: E402
 
 STAGE = {"batch_size": 256, "device": "cpu", "progress": False, "dtype": "float32"}
 
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
         results = json.loads((Path(args.work) / "full" / "results.json").read_text())
         n_val = round(0.1 * args.n_train)
-        results = _fill_from_metrics(results, Path(args.work) / "full")
+        results = fill_from_metrics(results, Path(args.work) / "full")
         update_section("flows_quality", render(results, args, args.n_train - n_val, n_val))
         return 0
     if args.quick:
@@ -182,35 +182,6 @@ def _f(v: object, nd: int = 3) -> str:
     return f"{v:.{nd}f}" if isinstance(v, int | float) else "–"
 
 
-TAGS = ("low", "high", "gbdt_low", "gbdt_high")
-
-
-def _fill_from_metrics(results: dict, work: Path) -> dict:
-    """Complete each result's AUC uncertainties and learned flags from the ``metrics.json``
-    its evaluation wrote (``WORK/<name>/eval``), where the result lacks them."""
-    for name, r in results.items():
-        path = work / name / "eval" / "metrics.json"
-        if not path.exists():
-            continue
-        m = json.loads(path.read_text())
-        for t in TAGS:
-            if r.get(f"auc_err_{t}") is None and m.get(f"auc_{t}_err") is not None:
-                r[f"auc_err_{t}"] = m[f"auc_{t}_err"]
-            if r.get(f"learned_{t}") is None and m.get(f"learned_{t}") is not None:
-                r[f"learned_{t}"] = m[f"learned_{t}"]
-    return results
-
-
-def _auc(r: dict, tag: str) -> str:
-    """``AUC ± err`` with ``*`` when that classifier did not learn."""
-    auc = r.get(f"auc_{tag}")
-    if not isinstance(auc, int | float):
-        return "–"
-    err = r.get(f"auc_err_{tag}")
-    text = f"{auc:.3f}" + (f" ± {err:.3f}" if isinstance(err, int | float) else "")
-    return text + ("" if r.get(f"learned_{tag}") else "*")
-
-
 def render(results: dict, args: argparse.Namespace, n_train: int, n_val: int) -> str:
     c = configs(args.epochs_scale)
     def pm(r: dict, key: str) -> str:
@@ -219,7 +190,7 @@ def render(results: dict, args: argparse.Namespace, n_train: int, n_val: int) ->
         return f"{r[key]:.3g} ± {r[key + '_err']:.2g}"
 
     rows = [[name, _f(r["train_s"], 0), r["n_sampled"], _f(r["ms_per_shower"], 2),
-             _auc(r, "low"), _auc(r, "high"), _auc(r, "gbdt_low"), _auc(r, "gbdt_high"),
+             *(auc_cell(r, t) for t in ("low", "high", "gbdt_low", "gbdt_high")),
              pm(r, "fpd"), pm(r, "kpd"), _f(r["sep_mean"], 4)]
             for name, r in results.items()]
     inn, tea, stu = c["caloinn"], c["caloflow"], c["caloflow-student"]
