@@ -48,7 +48,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         t0, c0 = time.perf_counter(), time.process_time()
         m = evaluate(gen, ref, "all", Path(tmp) / "eval", epochs=args.epochs, width=args.width,
-                     device="cpu", progress=False)
+                     device="cpu", progress=False, min_steps=0)  # time exactly these epochs
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         n_png = len(list((Path(tmp) / "eval" / "plots").glob("*.png")))
     extra = {mode: (OFFICIAL_EPOCHS - args.epochs) * r["mean_epoch_s"][0]

@@ -298,7 +298,8 @@ def evaluate(generated: ShowerSet, reference: ShowerSet, modes: str | Iterable[s
              out_dir: str | Path | None = None, *, epochs: int = 50, repeats: int = 1,
              width: int = 2048, seed: int = 0, device: str = "auto", progress: bool = True,
              subsample: bool = False, overwrite: bool = False, batch_size: int = 1000,
-             lr: float = 2e-4, sums: str = "file") -> dict:
+             lr: float = 2e-4, sums: str = "file",
+             min_steps: int | None = None) -> dict:
     """Evaluate ``generated`` against ``reference``; return (and write) the metrics.
 
     Args:
@@ -311,6 +312,8 @@ def evaluate(generated: ShowerSet, reference: ShowerSet, modes: str | Iterable[s
         progress: Show progress bars.
         sums: ``file`` (official: layer and total energies summed in the files' dtype) or
             ``float64``.
+        min_steps: Fewest DNN optimiser steps (default: none for the official settings, 1000
+            for quick ones; 0 trains exactly ``epochs``, e.g. to time one epoch).
 
     Returns:
         The content of ``metrics.json``: ``auc_low``, ``auc_high``, ``jsd_low``, ``jsd_high``
@@ -331,6 +334,7 @@ def evaluate(generated: ShowerSet, reference: ShowerSet, modes: str | Iterable[s
                    threshold_mev=thr, modes=todo,
                    settings={"epochs": epochs, "width": width, "repeats": repeats, "seed": seed,
                              "batch_size": batch_size, "lr": lr, "sums": sums,
+                             "min_steps": min_steps,
                              "split_per_class": list(split_sizes(len(reference), geo.name))
                              if any(m in CLS_TAGS for m in todo) else None,
                              "official_split": list(OFFICIAL_SPLITS.get(geo.name, ()))})
@@ -355,7 +359,8 @@ def evaluate(generated: ShowerSet, reference: ShowerSet, modes: str | Iterable[s
             images += _classifier_stage(
                 mode, generated, reference, feats, thr, metrics, draw,
                 {"epochs": epochs, "width": width, "device": device, "progress": progress,
-                 "batch_size": batch_size, "lr": lr}, seed, repeats, scratch)
+                 "batch_size": batch_size, "lr": lr, "min_steps": min_steps}, seed, repeats,
+                scratch)
     if any(m in todo for m in ("fpd", "kpd", "prdc")):
         _distance_stage(todo, generated, reference, feats, thr, metrics, seed)
     if out is not None:
