@@ -57,6 +57,17 @@ def table(header: list[str], rows: list[list[object]]) -> str:
 TAGS = ("low", "high", "gbdt_low", "gbdt_high")
 
 
+def classifier_fields(m: dict) -> dict:
+    """AUC, its uncertainty and the learned flag of every classifier in ``TAGS`` from a
+    metrics.json dict, under the keys the tables read (``auc_<t>``, ``auc_err_<t>``,
+    ``learned_<t>``)."""
+    out = {}
+    for t in TAGS:
+        out.update({f"auc_{t}": m.get(f"auc_{t}"), f"auc_err_{t}": m.get(f"auc_{t}_err"),
+                    f"learned_{t}": m.get(f"learned_{t}")})
+    return out
+
+
 def fill_from_metrics(results: dict, work: Path) -> dict:
     """Complete each result's AUC uncertainties and learned flags from the ``metrics.json``
     its evaluation wrote (``WORK/<name>/eval``), where the result lacks them."""
@@ -66,12 +77,9 @@ def fill_from_metrics(results: dict, work: Path) -> dict:
         path = work / name / "eval" / "metrics.json"
         if not path.exists():
             continue
-        m = json.loads(path.read_text())
-        for t in TAGS:
-            if r.get(f"auc_err_{t}") is None and m.get(f"auc_{t}_err") is not None:
-                r[f"auc_err_{t}"] = m[f"auc_{t}_err"]
-            if r.get(f"learned_{t}") is None and m.get(f"learned_{t}") is not None:
-                r[f"learned_{t}"] = m[f"learned_{t}"]
+        for key, value in classifier_fields(json.loads(path.read_text())).items():
+            if r.get(key) is None and value is not None:
+                r[key] = value
     return results
 
 

@@ -31,7 +31,16 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import ROOT, auc_cell, fill_from_metrics, machine, table, update_section  # noqa: E402
+from _report import (  # noqa: E402
+    ROOT,
+    TAGS,
+    auc_cell,
+    classifier_fields,
+    fill_from_metrics,
+    machine,
+    table,
+    update_section,
+)
 
 BASE = {
     "model": "caloman",
@@ -144,14 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         sep = m.get("separation_power") or {}
         sep_vals = [v for v in sep.values() if isinstance(v, int | float) and np.isfinite(v)]
         prdc = m.get("prdc") or {}
-        results[name] = {"auc_low": m.get("auc_low"), "auc_high": m.get("auc_high"),
-                         **{f"{k}_{t}": m.get(f"{k}_{t}") for t in ("low", "high", "gbdt_low",
-                                                                     "gbdt_high")
-                            for k in ("learned", "reading")},
-                         **{f"auc_err_{t}": m.get(f"auc_{t}_err")
-                            for t in ("low", "high", "gbdt_low", "gbdt_high")},
-                         "auc_gbdt_low": m.get("auc_gbdt_low"),
-                         "auc_gbdt_high": m.get("auc_gbdt_high"),
+        results[name] = {**classifier_fields(m),
+                         **{f"reading_{t}": m.get(f"reading_{t}") for t in TAGS},
                          "precision": prdc.get("precision"), "recall": prdc.get("recall"),
                          "density": prdc.get("density"), "coverage": prdc.get("coverage"),
                          "sep_mean": float(np.mean(sep_vals)) if sep_vals else None,

@@ -33,7 +33,16 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import ROOT, auc_cell, fill_from_metrics, machine, table, update_section  # noqa: E402
+from _report import (  # noqa: E402
+    ROOT,
+    TAGS,
+    auc_cell,
+    classifier_fields,
+    fill_from_metrics,
+    machine,
+    table,
+    update_section,
+)
 
 STAGE = {"batch_size": 256, "device": "cpu", "progress": False, "dtype": "float32"}
 
@@ -84,13 +93,8 @@ def _evaluate(model, ref, n: int, args: argparse.Namespace, out_dir: Path) -> di
                                   "fpd", "kpd"), out_dir=out_dir,
                  epochs=args.cls_epochs, width=256, seed=0, device="cpu", progress=False,
                  overwrite=True)
-    return {"n_sampled": n, "ms_per_shower": ms, "auc_low": m.get("auc_low"),
-            **{f"learned_{t}": m.get(f"learned_{t}") for t in ("low", "high", "gbdt_low",
-                                                                "gbdt_high")},
-            **{f"auc_err_{t}": m.get(f"auc_{t}_err") for t in ("low", "high", "gbdt_low",
-                                                                "gbdt_high")},
-            "auc_gbdt_low": m.get("auc_gbdt_low"), "auc_gbdt_high": m.get("auc_gbdt_high"),
-            "auc_high": m.get("auc_high"), "fpd": m.get("fpd"), "fpd_err": m.get("fpd_err"),
+    return {"n_sampled": n, "ms_per_shower": ms, **classifier_fields(m),
+            "fpd": m.get("fpd"), "fpd_err": m.get("fpd_err"),
             "kpd": m.get("kpd"), "kpd_err": m.get("kpd_err"),
             "sep_mean": mean_separation_power(gen, ref)}
 
@@ -190,7 +194,7 @@ def render(results: dict, args: argparse.Namespace, n_train: int, n_val: int) ->
         return f"{r[key]:.3g} ± {r[key + '_err']:.2g}"
 
     rows = [[name, _f(r["train_s"], 0), r["n_sampled"], _f(r["ms_per_shower"], 2),
-             *(auc_cell(r, t) for t in ("low", "high", "gbdt_low", "gbdt_high")),
+             *(auc_cell(r, t) for t in TAGS),
              pm(r, "fpd"), pm(r, "kpd"), _f(r["sep_mean"], 4)]
             for name, r in results.items()]
     inn, tea, stu = c["caloinn"], c["caloflow"], c["caloflow-student"]

@@ -184,6 +184,16 @@ def check_settings(epochs: int, width: int, batch_size: int) -> None:
                           f"{epochs}/{width}/{batch_size}")
 
 
+def check_pair(gen: np.ndarray, ref: np.ndarray) -> None:
+    """Refuse classifier inputs that are not two (N, d) arrays of equal shape."""
+    if gen.ndim != 2 or gen.shape[1:] != ref.shape[1:]:
+        raise DataError(f"classifier inputs: expected equal (N, d) shapes, found {gen.shape} "
+                        f"and {ref.shape}")
+    if len(gen) != len(ref):
+        raise DataError(f"classifier inputs: expected equal event counts, found {len(gen)} "
+                        f"generated and {len(ref)} reference")
+
+
 def classifier_test(gen: np.ndarray, ref: np.ndarray, dataset: str, *, epochs: int = 50,
                     width: int = 2048, batch_size: int = 1000, lr: float = 2e-4, seed: int = 0,
                     device: str = "auto", progress: bool = True, desc: str = "classifier",
@@ -200,13 +210,10 @@ def classifier_test(gen: np.ndarray, ref: np.ndarray, dataset: str, *, epochs: i
         standardize: Standardise inputs with train-split statistics (default: only for quick
             settings).
     """
-    store = PairRows(gen, ref)
-    if len(gen) != len(ref):
-        raise DataError(f"classifier inputs: expected equal event counts, found {len(gen)} "
-                        f"generated and {len(ref)} reference")
-    return dnn_test(store, dataset, epochs=epochs, width=width, batch_size=batch_size, lr=lr,
-                    seed=seed, device=device, progress=progress, desc=desc,
-                    min_steps=min_steps, standardize=standardize)
+    check_pair(gen, ref)
+    return dnn_test(PairRows(gen, ref), dataset, epochs=epochs, width=width,
+                    batch_size=batch_size, lr=lr, seed=seed, device=device,
+                    progress=progress, desc=desc, min_steps=min_steps, standardize=standardize)
 
 
 def dnn_test(store: PairRows, dataset: str, *, epochs: int = 50, width: int = 2048,

@@ -28,8 +28,8 @@ import time
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from caloforge.errors import ConfigError, DataError
-from caloforge.evaluation.classifier import split_classes
+from caloforge.errors import ConfigError
+from caloforge.evaluation.classifier import check_pair, split_classes
 from caloforge.evaluation.verdict import ClassifierResult, finish
 
 #: Boosting settings: learning rate, most iterations, leaves per tree, early stopping after
@@ -49,12 +49,7 @@ def gbdt_test(gen: np.ndarray, ref: np.ndarray, dataset: str, *, seed: int = 0,
         seed: Seed of the split, the trees' subsampling and the bootstrap.
         max_iter, learning_rate: Override :data:`GBDT_SETTINGS`.
     """
-    if gen.ndim != 2 or gen.shape[1:] != ref.shape[1:]:
-        raise DataError(f"classifier inputs: expected equal (N, d) shapes, found {gen.shape} "
-                        f"and {ref.shape}")
-    if len(gen) != len(ref):
-        raise DataError(f"classifier inputs: expected equal event counts, found {len(gen)} "
-                        f"generated and {len(ref)} reference")
+    check_pair(gen, ref)
     settings = dict(GBDT_SETTINGS)
     if max_iter is not None:
         if max_iter < 1:

@@ -109,21 +109,29 @@ def average_shower_png(gen_mean: np.ndarray, ref_mean: np.ndarray, geometry: Geo
     return to_png(fig)
 
 
-def scores_png(scores: np.ndarray, labels: np.ndarray, title: str) -> bytes:
-    """Histogram of calibrated classifier outputs for generated (0) and reference (1) showers."""
+def _classes_png(ref_values: np.ndarray, gen_values: np.ndarray, edges: np.ndarray,
+                 xlabel: str, title: str, vline: float | None = None) -> bytes:
+    """Reference (filled) and generated (step) histograms on a log count axis."""
     fig = Figure(figsize=(5.0, 3.6))
     ax = fig.subplots()
-    edges = np.linspace(0.0, 1.0, 51)
-    ax.hist(scores[labels == 1], edges, color=REF_COLOUR, alpha=0.5, label="reference")
-    ax.hist(scores[labels == 0], edges, histtype="step", color=GEN_COLOUR, linewidth=1.5,
+    ax.hist(ref_values, edges, color=REF_COLOUR, alpha=0.5, label="reference")
+    ax.hist(gen_values, edges, histtype="step", color=GEN_COLOUR, linewidth=1.5,
             label="generated")
-    ax.set_xlabel("calibrated classifier output (1 = reference)")
+    if vline is not None:
+        ax.axvline(vline, color="k", linewidth=0.6)
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("showers")
     ax.set_yscale("log")
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=9)
-    fig.subplots_adjust(left=0.14, right=0.97, top=0.9, bottom=0.14)
+    fig.subplots_adjust(left=0.14, right=0.97, top=0.9, bottom=0.16)
     return to_png(fig)
+
+
+def scores_png(scores: np.ndarray, labels: np.ndarray, title: str) -> bytes:
+    """Histogram of calibrated classifier outputs for generated (0) and reference (1) showers."""
+    return _classes_png(scores[labels == 1], scores[labels == 0], np.linspace(0.0, 1.0, 51),
+                        "calibrated classifier output (1 = reference)", title)
 
 
 def weights_png(scores: np.ndarray, labels: np.ndarray, title: str) -> bytes:
@@ -134,19 +142,7 @@ def weights_png(scores: np.ndarray, labels: np.ndarray, title: str) -> bytes:
     density (the model over-populates a region), reference showers at large ``w`` lie where the
     model puts too little (it misses part of the manifold)."""
     p = np.clip(np.asarray(scores, dtype=np.float64), 1e-6, 1.0 - 1e-6)
-    logw = np.log10(p / (1.0 - p))
-    fig = Figure(figsize=(5.0, 3.6))
-    ax = fig.subplots()
-    edges = np.linspace(-6.0, 6.0, 61)
-    ax.hist(np.clip(logw[labels == 1], -6, 6), edges, color=REF_COLOUR, alpha=0.5,
-            label="reference")
-    ax.hist(np.clip(logw[labels == 0], -6, 6), edges, histtype="step", color=GEN_COLOUR,
-            linewidth=1.5, label="generated")
-    ax.axvline(0.0, color="k", linewidth=0.6)
-    ax.set_xlabel(r"$\log_{10} w$, $w = p/(1-p)$ (> 0: looks like reference)")
-    ax.set_ylabel("showers")
-    ax.set_yscale("log")
-    ax.legend(fontsize=8)
-    ax.set_title(title, fontsize=9)
-    fig.subplots_adjust(left=0.14, right=0.97, top=0.9, bottom=0.16)
-    return to_png(fig)
+    logw = np.clip(np.log10(p / (1.0 - p)), -6.0, 6.0)
+    return _classes_png(logw[labels == 1], logw[labels == 0], np.linspace(-6.0, 6.0, 61),
+                        r"$\log_{10} w$, $w = p/(1-p)$ (> 0: looks like reference)", title,
+                        vline=0.0)
