@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in RUN_DIR (finished stages are skipped)")
     p.add_argument("--teacher", default=None,
-                   help="teacher checkpoint RUN_DIR/model.pt (caloflow-student only)")
+                   help="teacher checkpoint RUN_DIR/model.pt (student models only)")
     p.add_argument("--device", default=None, help="auto (default), cpu or cuda[:i]")
     p.add_argument("--seed", type=int, default=None,
                    help="seed of initialisation and split (default 0; also sets training.seed)")
@@ -80,12 +80,13 @@ def run(args: argparse.Namespace) -> int:
     if args.device is not None and device_problem(args.device):
         raise ConfigError(f"--device: expected {device_problem(args.device)}, found "
                           f"{args.device!r}")
-    if args.teacher is not None and args.model != "caloflow-student":
-        raise ConfigError(f"--teacher: expected no teacher for {args.model} (only "
-                          f"caloflow-student takes one), found {args.teacher}")
-    if args.teacher is None and args.model == "caloflow-student":
-        raise ConfigError("--teacher: expected the trained caloflow teacher RUN_DIR/model.pt "
-                          "of a caloflow-student, found none")
+    teacher_model = model_class(args.model).teacher_model
+    if args.teacher is not None and teacher_model is None:
+        raise ConfigError(f"--teacher: expected no teacher for {args.model} (only student "
+                          f"models take one), found {args.teacher}")
+    if args.teacher is None and teacher_model is not None:
+        raise ConfigError(f"--teacher: expected the trained {teacher_model} teacher "
+                          f"RUN_DIR/model.pt of a {args.model}, found none")
     run_dir = Path(args.output)
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"{run_dir}: expected a run directory, found a file")

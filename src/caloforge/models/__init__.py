@@ -17,6 +17,9 @@ REGISTRY: dict[str, str] = {
     "caloinn": "caloforge.models.caloinn:CaloINN",
     "caloman": "caloforge.models.caloman:CaloMan",
     "vae-inn": "caloforge.models.caloman:VAEINN",
+    "icaloflow": "caloforge.models.icaloflow:ICaloFlow",
+    "icaloflow-student": "caloforge.models.icaloflow:ICaloFlowStudent",
+    "l2lflows": "caloforge.models.l2lflows:L2LFlows",
 }
 
 

@@ -44,6 +44,9 @@ class GeneratorModel(nn.Module, abc.ABC):
     """
 
     name: str = "base"
+    #: Registry name of the teacher a student distils from (``caloforge train --teacher``);
+    #: None for models trained from data alone.
+    teacher_model: str | None = None
     #: The model-specific top-level recipe keys (besides ``model``, ``dataset``, ``training``,
     #: ``description`` and ``_``-prefixed ones); any other key is refused. None: the model
     #: checks its keys itself.
@@ -82,6 +85,17 @@ class GeneratorModel(nn.Module, abc.ABC):
         size). Models whose ``sample`` cannot be traced whole override this and compile their
         one-pass parts. The first call includes the compile time (tens of seconds)."""
         return torch.compile(self.sample, dynamic=False)
+
+    def stage_tags(self) -> list[tuple[str, str]]:
+        """The training stages in order, as ``(tag, label)``: the stage writes
+        ``{tag}last.pt`` every epoch and ``{tag}final.pt`` when done
+        (:func:`caloforge.training.fit`). ``caloforge info RUN_DIR`` reports from this which
+        stages (for layer-by-layer models: which layers) are done. Single-stage models
+        return ``[("", "model")]``."""
+        stages = self.config.get("training") or {}
+        if stages and all(isinstance(v, dict) for v in stages.values()):
+            return [(f"{name}_", name) for name in stages]
+        return [("", "model")]
 
     # -- persistence ------------------------------------------------------------------------
     def checkpoint(self) -> dict[str, Any]:

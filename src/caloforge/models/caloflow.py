@@ -381,6 +381,7 @@ class CaloFlowStudent(_CaloFlowBase):
 
     name = "caloflow-student"
     sections = ("flow2", "distillation", "sampling", "teacher")
+    teacher_model = "caloflow"
 
     def __init__(self, geometry: Geometry, config: dict[str, Any]) -> None:
         super().__init__(geometry, config)
