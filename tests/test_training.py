@@ -113,12 +113,44 @@ def test_early_stopping_with_patience(tmp_path: Path) -> None:
     assert best == 3.0
 
 
+def test_time_limit_stops_the_stage_mid_epoch(tmp_path: Path) -> None:
+    """A stage with a time limit takes no optimiser step once the limit has passed: the epoch
+    in progress ends there and is checkpointed; 0 s leaves the initial weights."""
+    import time
+
+    x, y = _data(256)
+    steps = []
+
+    def slow_mse(module: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        if module.training:
+            steps.append(time.perf_counter())
+            time.sleep(0.05)
+        return _mse(module, batch)
+
+    hist = fit(nn.Linear(4, 1), slow_mse, (x, y), (x[:64], y[:64]),
+               _cfg(epochs=50, batch_size=16, time_limit=0.3), tmp_path)
+    assert len(hist["train_loss"]) == 1 == len(hist["val_loss"])  # stopped in epoch 1 of 16 steps
+    # every step began within 0.3 s of the stage's start, so at most 7 of 0.05 s each
+    assert 1 <= len(steps) <= 7 and steps[-1] - steps[0] < 0.3
+    assert (tmp_path / "final.pt").exists() and (tmp_path / "last.pt").exists()
+
+    steps.clear()
+    net = nn.Linear(4, 1)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    hist = fit(net, slow_mse, (x, y), (x[:64], y[:64]), _cfg(time_limit=0), tmp_path / "zero")
+    assert steps == [] and len(hist["train_loss"]) == 1 and hist["train_loss"][0] != \
+        hist["train_loss"][0]  # NaN: no training shower
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    assert (tmp_path / "zero" / "final.pt").exists()
+
+
 @pytest.mark.parametrize(("key", "value"), [
     ("epochs", 0), ("epochs", 2.5), ("epochs", True), ("batch_size", -1), ("lr", 0),
     ("lr", "fast"), ("lr", float("nan")), ("optimizer", "sgd"), ("scheduler", "cosine"),
     ("max_lr", "x"), ("max_lr", -1.0), ("grad_clip", 0), ("patience", 0), ("dtype", "float16"),
     ("device", "tpu"), ("device", 3), ("weight_decay", -0.1), ("cycle_steps", 0),
-    ("seed", "a"), ("progress", "yes"), ("learning_rate", 1e-3),
+    ("seed", "a"), ("progress", "yes"), ("learning_rate", 1e-3), ("time_limit", -1.0),
+    ("time_limit", "soon"), ("time_limit", float("inf")),
 ])
 def test_config_rejects_bad_values(key: str, value: object) -> None:
     with pytest.raises(ConfigError) as info:

@@ -71,6 +71,14 @@ class TrainConfig:
             histogram`` / ``classifier``.
         monitor_every: Evaluate the ``histogram`` / ``classifier`` score every this many
             epochs (the epochs between keep the last score).
+        time_limit: Wall-clock seconds for this stage (None: no limit). Once they have
+            passed, the stage takes no further optimiser step: the epoch in progress ends
+            there (it is validated, checkpointed and counts as done) and the best weights are
+            kept, as after the last epoch. ``0`` takes no step at all: the weights stay as
+            initialised while the statistics (standardisers, ...) are fitted, which gives an
+            untrained baseline of a recipe. Under torchrun the limit is checked at the end of
+            each epoch (rank 0's clock). ``--resume`` continues such a stage towards
+            ``epochs`` under a fresh limit.
     """
 
     epochs: int = 50
@@ -90,6 +98,7 @@ class TrainConfig:
     monitor: str = "loss"
     monitor_samples: int = 2000
     monitor_every: int = 1
+    time_limit: float | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None, source: str = "config") -> TrainConfig:
@@ -162,6 +171,10 @@ class TrainConfig:
             raise bad("monitor_every", "a positive integer")
         if not is_int(self.monitor_samples) or self.monitor_samples < 100:
             raise bad("monitor_samples", "an integer >= 100")
+        if self.time_limit is not None and not (
+                isinstance(self.time_limit, int | float) and not isinstance(self.time_limit, bool)
+                and 0 <= self.time_limit < math.inf):
+            raise bad("time_limit", "a number of seconds >= 0")
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -175,7 +188,7 @@ class TrainConfig:
         return torch.device(self.device)
 
 
-_FLOAT_FIELDS = ("lr", "weight_decay", "max_lr", "grad_clip")
+_FLOAT_FIELDS = ("lr", "weight_decay", "max_lr", "grad_clip", "time_limit")
 
 
 def _at(source: str, field: str) -> str:
@@ -427,6 +440,12 @@ def fit(module: nn.Module, loss_fn: LossFn, train: Sequence[Tensor],
         for _ in range(start_epoch):  # replay the batch order of finished epochs
             torch.randperm(n, generator=gen)
     label = desc or (tag.rstrip("_") or "train")
+    t_stage = time.perf_counter()
+
+    def out_of_time() -> bool:
+        return cfg.time_limit is not None and time.perf_counter() - t_stage >= cfg.time_limit
+
+    timed_out = False
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         module.train()
@@ -436,6 +455,9 @@ def fit(module: nn.Module, loss_fn: LossFn, train: Sequence[Tensor],
         bar = tqdm(range(steps), desc=f"{label} {epoch + 1}/{cfg.epochs}", leave=False,
                    disable=not cfg.progress or rank != 0)
         for step in bar:
+            if world == 1 and out_of_time():
+                timed_out = True
+                break
             if stream is not None:  # every rank gets train.steps() batches
                 batch = tuple(cast(t) for t in next(stream))
                 idx = batch[0]
@@ -471,13 +493,21 @@ def fit(module: nn.Module, loss_fn: LossFn, train: Sequence[Tensor],
             bar.set_postfix(loss=f"{loss.item():.4g}")
         if stream is not None:
             stream.close()  # stops the reader thread
+        if world == 1:  # the limit passed during the epoch's last step: no empty epoch after it
+            timed_out = timed_out or out_of_time()
         if world > 1:  # the same train loss (hence score, early stop) on every rank
             import torch.distributed as dist
 
             sums = torch.tensor([total, float(count)], dtype=torch.float64, device=device)
             dist.all_reduce(sums, op=dist.ReduceOp.SUM)
             total, count = float(sums[0]), int(sums[1])
-        train_loss = total / max(count, 1)
+        train_loss = total / count if count else math.nan
+        if world > 1 and cfg.time_limit is not None:  # rank 0's clock decides for all ranks
+            import torch.distributed as dist
+
+            flag = torch.tensor([float(out_of_time())], device=device)
+            dist.broadcast(flag, src=0)
+            timed_out = bool(flag.item())
         module.eval()
         val_loss = evaluate_loss(module, loss_fn, val, cfg.batch_size) if val is not None else None
         if val_score is not None:
@@ -516,6 +546,11 @@ def fit(module: nn.Module, loss_fn: LossFn, train: Sequence[Tensor],
             if rank == 0 and cfg.progress:
                 tqdm.write(f"{label}: early stop after {epoch + 1} epochs (patience "
                            f"{cfg.patience})")
+            break
+        if timed_out:
+            if rank == 0 and cfg.progress:
+                tqdm.write(f"{label}: time limit of {cfg.time_limit:g} s reached in epoch "
+                           f"{epoch + 1}/{cfg.epochs} ({count} showers in that epoch)")
             break
     if best_state is not None:
         module.load_state_dict(best_state)
