@@ -1,13 +1,21 @@
-"""``caloforge info FILE``: what a shower file holds.
+"""``caloforge info PATH``: what a shower file, a model checkpoint or a training run holds.
 
-Reads the file block by block (about 64 MB at a time), so it works on files of any size, and
-prints the number of showers, the geometry, the incident-energy range and its distinct values,
-a summary of E_tot/E_inc and the fraction of zero voxels per layer.
+* a run directory (``caloforge train -o RUN``): the model, and which training stages — for the
+  layer-by-layer models, which layers — are done, in progress or not started, with the epochs
+  and last losses (:mod:`caloforge.runinfo`; reads only the recipe and the metrics CSVs);
+* a checkpoint (``RUN/model.pt``): the model, its geometry and parameter counts, and the run's
+  stages when it sits in its run directory;
+* a shower file: see below.
+
+For a shower file it reads the file block by block (about 64 MB at a time), so it works on
+files of any size, and prints the number of showers, the geometry, the incident-energy range
+and its distinct values, a summary of E_tot/E_inc and the fraction of zero voxels per layer.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 
@@ -18,9 +26,11 @@ ORDER = 10
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("info", help="summarise a CaloChallenge or CaloGAN shower file",
-                       description="Summarise a CaloChallenge or CaloGAN shower file.")
-    p.add_argument("file", help="HDF5 shower file")
+    p = sub.add_parser("info", help="summarise a shower file, a checkpoint or a training run",
+                       description="Summarise a CaloChallenge or CaloGAN shower file, a model "
+                                   "checkpoint (model.pt), or a training run directory (which "
+                                   "stages or layers are done).")
+    p.add_argument("file", help="HDF5 shower file, checkpoint .pt or run directory")
     p.add_argument("-d", "--dataset", default=None, metavar="NAME",
                    help=f"geometry: {', '.join(DATASETS)} or a binning XML file "
                         f"(default: inferred from the voxel count)")
@@ -30,6 +40,14 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    if path.is_dir() or path.suffix == ".pt":
+        from caloforge import runinfo
+
+        for line in (runinfo.describe(path) if path.is_dir()
+                     else runinfo.describe_checkpoint(path)):
+            print(line)
+        return 0
     info = inspect(args.file, args.dataset)
     geo = info.geometry
     e_all, ratio, nonzero = [], [], np.zeros(geo.n_layers)

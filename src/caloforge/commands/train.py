@@ -139,6 +139,13 @@ def run(args: argparse.Namespace) -> int:
         train_config(config, stage, epochs=args.epochs)
     model = model_class(args.model)(geometry, config)
     recipe = {k: v for k, v in config.items() if k != "_source"}
+    if args.epochs is not None:  # the run's own record says what it trains for
+        training = dict(recipe.get("training") or {})
+        if stages == [None]:
+            training["epochs"] = args.epochs
+        else:
+            training = {k: {**v, "epochs": args.epochs} for k, v in training.items()}
+        recipe["training"] = training
     if args.resume:
         _check_same_run(run_dir, recipe, src)
     created = not run_dir.exists()
