@@ -63,7 +63,7 @@ from caloforge.models.base import GeneratorModel
 from caloforge.monitor import monitor_score
 from caloforge.training import fit as train_stage
 
-__all__ = ["CaloFlow", "CaloFlowStudent"]
+__all__ = ["CaloFlow", "CaloFlowStudent", "distillation_loss", "reverse_kl"]
 
 PREPROCESSING_DEFAULTS: dict[str, float] = {
     "logit_alpha": pp.LOGIT_ALPHA,  # logit regulariser
@@ -368,6 +368,61 @@ class CaloFlow(_CaloFlowBase):
         return lp1.to(lp2.dtype) + lp2
 
 
+def distillation_loss(student: IAF, teacher: MAF, x: Tensor, c: Tensor, c_z: Tensor,
+                      cfg: dict[str, Any]) -> dict[str, Tensor]:
+    """CaloFlow v2 loss terms for one batch.
+
+    Args:
+        student: The IAF being trained (noise -> data in one pass).
+        teacher: The frozen MAF (same blocks, bins, bound and permutations).
+        x: Real inputs (N, D) of the teacher's flow (logit shapes); ``c`` their context.
+        c_z: Contexts (N, C) for the z-side (e.g. from flow-I samples).
+        cfg: The ``distillation`` settings (:data:`DISTILLATION_DEFAULTS` keys).
+
+    Returns:
+        ``loss`` = (1-beta) L_z + beta L_x, and the parts ``l_x``, ``l_z`` (each a batch
+        mean of a sum over dimensions of squared errors), with the fully guided per-block
+        state and spline-parameter terms included when enabled.
+    """
+    guided = cfg["fully_guided"]
+
+    def sq(a: Tensor, b: Tensor) -> Tensor:
+        return (a - b).square().flatten(1).sum(-1).mean()
+
+    # x-side: real x -> teacher z_T -> student x_hat
+    with torch.no_grad():
+        t_x = teacher.forward_trace(x, c)
+    s_x = student.inverse_trace(t_x.out, c)
+    l_x = sq(s_x.out, x)
+    # z-side: z -> student x_S -> teacher z_hat
+    z = torch.randn_like(x)
+    s_z = student.inverse_trace(z, c_z)
+    t_z = teacher.forward_trace(s_z.out, c_z)
+    l_z = sq(t_z.out, z)
+    if guided:
+        n = teacher.transforms
+        for k in range(1, n):  # inner states (k = 0 is x / x_S, k = n is z_T / z)
+            l_x = l_x + cfg["state_weight"] * sq(s_x.states[k], t_x.states[k])
+            l_z = l_z + cfg["state_weight"] * sq(s_z.states[k], t_z.states[k])
+        for k in reversed(range(n)):  # MADE outputs, matched in reverse order
+            l_x = l_x + cfg["param_weight"] * sq(s_x.raws[k], t_x.raws[k])
+            l_z = l_z + cfg["param_weight"] * sq(s_z.raws[k], t_z.raws[k])
+    beta = cfg["beta"]
+    return {"loss": (1 - beta) * l_z + beta * l_x, "l_x": l_x, "l_z": l_z}
+
+
+@torch.no_grad()
+def reverse_kl(student: IAF, teacher: MAF, c: Tensor, z: Tensor) -> float:
+    """``mean[log q_student(x_S) - log p_teacher(x_S)]`` (nats) for x_S from noise z
+    (N, D) at contexts c: the student's checkpoint-selection score (no gradient)."""
+    was = student.training
+    student.eval()
+    x_s, log_q = student.sample_and_log_prob(c, z)
+    log_p = teacher.log_prob(x_s, c)
+    student.train(was)
+    return float((log_q - log_p).mean())
+
+
 # --------------------------------------------------------------------------------------------
 # student
 
@@ -428,56 +483,14 @@ class CaloFlowStudent(_CaloFlowBase):
     # -- distillation ---------------------------------------------------------------------------
     def distillation_loss(self, student: IAF, teacher: MAF, x: Tensor, c: Tensor,
                           c_z: Tensor) -> dict[str, Tensor]:
-        """CaloFlow v2 loss terms for one batch.
-
-        Args:
-            student: The IAF being trained (noise -> data in one pass).
-            teacher: The frozen MAF.
-            x: Real flow-II inputs (N, V) (logit shapes); ``c`` their context (N, 1+L).
-            c_z: Contexts (N, 1+L) for the z-side (from flow-I samples).
-
-        Returns:
-            ``loss`` = (1-beta) L_z + beta L_x, and the parts ``l_x``, ``l_z`` (each a batch
-            mean of a sum over dimensions of squared errors), with the fully guided per-block
-            state and spline-parameter terms included when enabled.
-        """
-        dc = self.distill_cfg
-        guided = dc["fully_guided"]
-
-        def sq(a: Tensor, b: Tensor) -> Tensor:
-            return (a - b).square().flatten(1).sum(-1).mean()
-
-        # x-side: real x -> teacher z_T -> student x_hat
-        with torch.no_grad():
-            t_x = teacher.forward_trace(x, c)
-        s_x = student.inverse_trace(t_x.out, c)
-        l_x = sq(s_x.out, x)
-        # z-side: z -> student x_S -> teacher z_hat
-        z = torch.randn_like(x)
-        s_z = student.inverse_trace(z, c_z)
-        t_z = teacher.forward_trace(s_z.out, c_z)
-        l_z = sq(t_z.out, z)
-        if guided:
-            n = teacher.transforms
-            for k in range(1, n):  # inner states (k = 0 is x / x_S, k = n is z_T / z)
-                l_x = l_x + dc["state_weight"] * sq(s_x.states[k], t_x.states[k])
-                l_z = l_z + dc["state_weight"] * sq(s_z.states[k], t_z.states[k])
-            for k in reversed(range(n)):  # MADE outputs, matched in reverse order
-                l_x = l_x + dc["param_weight"] * sq(s_x.raws[k], t_x.raws[k])
-                l_z = l_z + dc["param_weight"] * sq(s_z.raws[k], t_z.raws[k])
-        beta = dc["beta"]
-        return {"loss": (1 - beta) * l_z + beta * l_x, "l_x": l_x, "l_z": l_z}
+        """CaloFlow v2 loss terms for one batch (:func:`distillation_loss` with this model's
+        ``distillation`` settings)."""
+        return distillation_loss(student, teacher, x, c, c_z, self.distill_cfg)
 
     @torch.no_grad()
     def reverse_kl(self, teacher: MAF, c: Tensor, z: Tensor) -> float:
-        """``mean[log q_student(x_S) - log p_teacher(x_S)]`` (nats) for x_S from noise z
-        (N, V) at contexts c: the checkpoint-selection score (no gradient)."""
-        was = self.flow2.training
-        self.flow2.eval()
-        x_s, log_q = self.flow2.sample_and_log_prob(c, z)
-        log_p = teacher.log_prob(x_s, c)
-        self.flow2.train(was)
-        return float((log_q - log_p).mean())
+        """:func:`reverse_kl` of this model's flow II against ``teacher``."""
+        return reverse_kl(self.flow2, teacher, c, z)
 
     def fit(self, train: ShowerSet, val: ShowerSet | None,
             run_dir: str | os.PathLike | None = None, *, resume: bool = False,
