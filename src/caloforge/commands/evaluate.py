@@ -26,14 +26,27 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("-m", "--mode", action="append", default=None, metavar="MODE",
                    help="all (default: hist, cls-low, cls-high, fpd, kpd, prdc), hist, cls-low, "
                         "cls-low-normed, cls-high, cls-gbdt-low, cls-gbdt-high, gbdt (both "
-                        "boosted-tree tests: strong at CPU sample sizes), fpd, kpd or prdc; "
-                        "repeat or comma-separate")
+                        "boosted-tree tests: strong at CPU sample sizes), cls-resnet (the 3D "
+                        "ResNet of datasets 2 and 3), fpd, kpd or prdc; repeat or "
+                        "comma-separate")
     p.add_argument("--epochs", type=int, default=50,
                    help="DNN classifier epochs (official 50; other settings run the quick "
                         "protocol: standardised inputs, at least 1000 optimiser steps)")
     p.add_argument("--repeats", type=int, default=1,
                    help="independent classifier trainings; reports mean ± std (paper: 10)")
     p.add_argument("--width", type=int, default=2048, help="classifier width (official 2048)")
+    p.add_argument("--resnet-width", type=int, default=None,
+                   help="cls-resnet base width (channels w/2w/2w/4w; official 32; default 32 "
+                        "with the official DNN settings, else the quick 8)")
+    p.add_argument("--resnet-batch", type=int, default=None,
+                   help="cls-resnet batch size (default 1000 with the official DNN settings, "
+                        "else the quick 128)")
+    p.add_argument("--resnet-lr", type=float, default=None,
+                   help="cls-resnet learning rate (default 2e-4 with the official DNN settings, "
+                        "else the quick 1e-3)")
+    p.add_argument("--min-steps", type=int, default=None,
+                   help="fewest classifier optimiser steps (default: none for official "
+                        "settings, 1000 for a quick DNN, 300 for a quick ResNet)")
     p.add_argument("--seed", type=int, default=0, help="seed of splits and classifier")
     p.add_argument("--subsample", action="store_true",
                    help="draw the larger sample down to the size of the smaller one")
@@ -91,7 +104,9 @@ def run(args: argparse.Namespace) -> int:
     metrics = evaluate(generated, reference, args.mode or ["all"], args.output,
                        epochs=args.epochs, repeats=args.repeats, width=args.width, seed=args.seed,
                        device=args.device, progress=not args.quiet, subsample=args.subsample,
-                       overwrite=args.overwrite, sums=args.sums)
+                       overwrite=args.overwrite, sums=args.sums,
+                       resnet_width=args.resnet_width, resnet_batch=args.resnet_batch,
+                       resnet_lr=args.resnet_lr, min_steps=args.min_steps)
     for line in _lines(metrics):
         print(line)
     print(f"wrote {args.output}/metrics.json and {args.output}/report.html")

@@ -229,25 +229,50 @@ def dnn_test(store: PairRows, dataset: str, *, epochs: int = 50, width: int = 20
     """
     check_settings(epochs, width, batch_size)
     official = is_official(epochs, width, batch_size, lr)
-    min_steps = (0 if official else QUICK_MIN_STEPS) if min_steps is None else min_steps
-    standardize = (not official) if standardize is None else standardize
+    return train_classifier(
+        lambda dim: make_dnn(dim, width), store, dataset, epochs=epochs, batch_size=batch_size,
+        lr=lr, seed=seed, device=device, progress=progress, desc=desc,
+        min_steps=(0 if official else QUICK_MIN_STEPS) if min_steps is None else min_steps,
+        standardize=(not official) if standardize is None else standardize, kind="dnn")
+
+
+def standardizer(store: PairRows, rows: np.ndarray, on: bool):
+    """``x -> (x - mean) / std`` (float32) with the column moments of the rows ``rows`` of
+    ``store`` (constant columns keep std 1), or the identity when ``on`` is false."""
+    if not on:
+        return lambda x: x
+    mean, std = column_moments(store, rows)
+    std[~(std > 0)] = 1.0
+    return lambda x: ((x - mean) / std).astype(np.float32)
+
+
+def train_classifier(build, store: PairRows, dataset: str, *, epochs: int, batch_size: int,
+                     lr: float, seed: int, device: str, progress: bool, desc: str,
+                     min_steps: int, standardize: bool, kind: str,
+                     predict_batch: int = 10_000, prep_for=None) -> ClassifierResult:
+    """The training protocol shared by the DNN and the ResNet (module doc): official split,
+    Adam with BCE on logits, at least ``min_steps`` steps, the epoch of best test accuracy
+    kept, then :func:`~caloforge.evaluation.verdict.finish`.
+
+    Args:
+        build: ``build(dim)`` returns the network (input (B, dim) -> logits (B, 1) or (B,)).
+        store: Stacked inputs read by row number (:class:`PairRows` or a scratch reader).
+        predict_batch: Rows per prediction block (memory of the test/val passes).
+        prep_for: ``prep_for(store, train_rows)`` returns the input map used when
+            ``standardize`` is set (default: per-column standardisation, :func:`standardizer`).
+    """
     dev = resolve_device(device)
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     (r_tr, y_tr), (r_te, y_te), (r_va, y_va) = split_rows(store.n_gen, store.n_ref, dataset,
                                                           rng)
-    if standardize:
-        mean, std = column_moments(store, r_tr)
-        std[~(std > 0)] = 1.0
-
-        def prep(x: np.ndarray) -> np.ndarray:
-            return ((x - mean) / std).astype(np.float32)
+    if standardize and prep_for is not None:
+        prep = prep_for(store, r_tr)
     else:
-        def prep(x: np.ndarray) -> np.ndarray:
-            return x
+        prep = standardizer(store, r_tr, standardize)
     steps_per_epoch = math.ceil(len(r_tr) / batch_size)
     epochs = max(epochs, math.ceil(min_steps / steps_per_epoch))
-    model = make_dnn(store.dim, width).to(dev)
+    model = build(store.dim).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     loss_fn = torch.nn.BCEWithLogitsLoss()
     yt = torch.as_tensor(y_tr, dtype=torch.float32)
@@ -272,7 +297,8 @@ def dnn_test(store: PairRows, dataset: str, *, epochs: int = 50, width: int = 20
             opt.step()
             total += float(loss.detach()) * len(idx)
         train_loss.append(total / len(r_tr))
-        acc = float(np.mean((_predict(model, store, r_te, prep, dev) > 0.5) == y_te))
+        acc = float(np.mean((_predict(model, store, r_te, prep, dev, predict_batch) > 0.5)
+                            == y_te))
         test_acc.append(acc)
         epoch_seconds.append(time.perf_counter() - t0)
         bar.set_postfix(test_acc=f"{acc:.4f}")
@@ -283,7 +309,7 @@ def dnn_test(store: PairRows, dataset: str, *, epochs: int = 50, width: int = 20
             break
     bar.close()
     model.load_state_dict(best_state)
-    return finish(_predict(model, store, r_te, prep, dev), y_te,
-                  _predict(model, store, r_va, prep, dev), y_va,
+    return finish(_predict(model, store, r_te, prep, dev, predict_batch), y_te,
+                  _predict(model, store, r_va, prep, dev, predict_batch), y_va,
                   train_loss=train_loss, test_curve=test_acc, best_epoch=best_epoch,
-                  epoch_seconds=epoch_seconds, kind="dnn", seed=seed)
+                  epoch_seconds=epoch_seconds, kind=kind, seed=seed)

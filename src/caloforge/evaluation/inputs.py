@@ -13,6 +13,8 @@
 * ``cls-gbdt-high``: the ``cls-high`` vector; ``cls-gbdt-low``: the ``cls-low`` vector plus
   ``log10(E_l + 1e-8)`` for every layer, ``log10(E_tot + 1e-8)`` and ``E_tot / E_inc``
   (dim 1 + n_voxels + n_layers + 2; see :mod:`caloforge.evaluation.gbdt`).
+* ``cls-resnet``: the ``cls-low`` vector, reshaped to the (layer, alpha, r) image by the network
+  (:mod:`caloforge.evaluation.resnet`).
 
 Voxels are thresholded at the official value first; energies in MeV, positions in mm.
 Low-level inputs are float32 (dataset 3 would need 32 GB in float64).
@@ -27,7 +29,8 @@ import numpy as np
 from caloforge.data import ShowerSet
 from caloforge.features import CHUNK_VALUES, apply_threshold, high_level_features
 
-MODES = ("cls-low", "cls-low-normed", "cls-high", "cls-gbdt-low", "cls-gbdt-high")
+MODES = ("cls-low", "cls-low-normed", "cls-high", "cls-gbdt-low", "cls-gbdt-high",
+         "cls-resnet")
 
 
 def high_level_vector(feats: dict[str, np.ndarray], ss: ShowerSet) -> np.ndarray:

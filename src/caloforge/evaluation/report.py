@@ -39,7 +39,8 @@ def write_json(path: Path, metrics: dict, overwrite: bool) -> None:
 
 #: (metrics tag, display name) of every classifier test.
 CLASSIFIERS = (("low", "cls-low"), ("low_normed", "cls-low-normed"), ("high", "cls-high"),
-               ("gbdt_low", "cls-gbdt-low"), ("gbdt_high", "cls-gbdt-high"))
+               ("gbdt_low", "cls-gbdt-low"), ("gbdt_high", "cls-gbdt-high"),
+               ("resnet", "cls-resnet"))
 
 
 def _fmt(value: Any, err: Any = None, scale: str = "") -> str:

@@ -11,6 +11,11 @@ the low-level classifier; ``cls-low-normed`` runs only when asked):
   default settings, a *quick* one (standardised inputs, at least 1000 optimiser steps) otherwise;
 * ``cls-gbdt-low``, ``cls-gbdt-high`` (``gbdt`` = both): boosted-tree classifier tests, strong
   at the sample sizes a CPU run has (:mod:`caloforge.evaluation.gbdt`);
+* ``cls-resnet`` (datasets 2 and 3 only, on request): the official 3D ResNet-18 on the
+  (layer, alpha, r) voxel image (:mod:`caloforge.evaluation.resnet`); official with the default
+  settings (50 epochs, ResNet width 32, batch 1000, lr 2e-4), quick otherwise (ResNet width
+  ``resnet_width`` default 8, batch ``resnet_batch`` default 128, ``resnet_lr`` default 1e-3,
+  standardised inputs, at least 300 optimiser steps);
 
 Every classifier result carries its training curve, a bootstrap interval of the AUC
 (``auc_<tag>_err`` is the 68 % half width, or the spread over ``repeats``), a ``learned_<tag>``
@@ -71,14 +76,15 @@ from caloforge.evaluation.report import clean, render_html, write_bytes, write_j
 from caloforge.evaluation.scratch import scratch_file, write_scratch
 from caloforge.evaluation.verdict import ClassifierResult, reading
 from caloforge.features import CHUNK_VALUES, apply_threshold, high_level_features
+from caloforge.geometry import Geometry
 
 MODES = ("hist", "cls-low", "cls-low-normed", "cls-high", "cls-gbdt-low", "cls-gbdt-high",
-         "fpd", "kpd", "prdc")
+         "cls-resnet", "fpd", "kpd", "prdc")
 ALL = ("hist", "cls-low", "cls-high", "fpd", "kpd", "prdc")
 #: Shorthands accepted by ``--mode``.
 ALIASES = {"all": ALL, "gbdt": ("cls-gbdt-low", "cls-gbdt-high")}
 CLS_TAGS = {"cls-low": "low", "cls-low-normed": "low_normed", "cls-high": "high",
-            "cls-gbdt-low": "gbdt_low", "cls-gbdt-high": "gbdt_high"}
+            "cls-gbdt-low": "gbdt_low", "cls-gbdt-high": "gbdt_high", "cls-resnet": "resnet"}
 #: Feature kinds whose histograms the official ``hist`` mode draws.
 OFFICIAL_KINDS = ("E_ratio", "E_layer", "EC_eta", "EC_phi", "Width_eta", "Width_phi")
 
@@ -185,12 +191,39 @@ def _hist_stage(gen: ShowerSet, ref: ShowerSet, feats: Features, thr: float, met
             + _average_images(gen, ref, thr))
 
 
-def run_classifier(mode: str, xg: np.ndarray, xr: np.ndarray, dataset: str, seed: int,
+def dnn_settings(settings: dict) -> dict:
+    """The DNN's options among the evaluation ``settings``."""
+    return {k: v for k, v in settings.items() if not k.startswith("resnet_")}
+
+
+def resnet_settings(settings: dict) -> dict:
+    """The ResNet's options: the evaluation's epochs, device, progress and min_steps; its own
+    width, batch size and learning rate (official when the DNN settings are the official ones,
+    quick defaults otherwise, unless given)."""
+    from caloforge.evaluation import resnet
+
+    official = is_official(settings["epochs"], settings["width"], settings["batch_size"],
+                           settings["lr"])
+    given = (settings.get("resnet_width"), settings.get("resnet_batch"),
+             settings.get("resnet_lr"))
+    defaults = (resnet.OFFICIAL_RESNET[1:] if official
+                else (resnet.QUICK_WIDTH, resnet.QUICK_BATCH, resnet.QUICK_LR))
+    width, batch, lr = (d if g is None else g for g, d in zip(given, defaults, strict=True))
+    return {"epochs": settings["epochs"], "lr": lr, "device": settings["device"],
+            "progress": settings["progress"], "min_steps": settings["min_steps"],
+            "width": width, "batch_size": batch}
+
+
+def run_classifier(mode: str, xg: np.ndarray, xr: np.ndarray, geometry: Geometry, seed: int,
                    settings: dict, desc: str) -> ClassifierResult:
-    """One classifier test of ``mode`` on prepared inputs (boosted trees or the DNN)."""
+    """One classifier test of ``mode`` on prepared inputs (boosted trees, ResNet or DNN)."""
     if mode.startswith("cls-gbdt"):
-        return gbdt_test(xg, xr, dataset, seed=seed)
-    return classifier_test(xg, xr, dataset, seed=seed, desc=desc, **settings)
+        return gbdt_test(xg, xr, geometry.name, seed=seed)
+    if mode == "cls-resnet":
+        from caloforge.evaluation.resnet import resnet_test
+
+        return resnet_test(xg, xr, geometry, seed=seed, desc=desc, **resnet_settings(settings))
+    return classifier_test(xg, xr, geometry.name, seed=seed, desc=desc, **dnn_settings(settings))
 
 
 def on_disk(ss: object) -> bool:
@@ -205,17 +238,37 @@ def _run_tests(mode: str, gen: ShowerSet, ref: ShowerSet, feats: Features | None
     to a scratch file there (removed afterwards, also on error) and read batch by batch;
     otherwise they are built in memory."""
     fg, fr = feats if feats is not None else (None, None)
-    dataset = ref.geometry.name
+    geo = ref.geometry
     if scratch_dir is not None and not mode.startswith("cls-gbdt"):
-        check_settings(settings["epochs"], settings["width"], settings["batch_size"])
         with scratch_file(scratch_dir, f"{mode}-inputs") as path:
             store = write_scratch(path, (input_blocks(mode, gen, thr, fg),
                                          input_blocks(mode, ref, thr, fr)))
-            return [dnn_test(store, dataset, seed=seed + k, desc=f"{mode} {k + 1}/{repeats}",
-                             **settings) for k in range(repeats)]
+            if mode == "cls-resnet":
+                from caloforge.evaluation.resnet import resnet_store_test
+
+                return [resnet_store_test(store, geo, seed=seed + k,
+                                          desc=f"{mode} {k + 1}/{repeats}",
+                                          **resnet_settings(settings)) for k in range(repeats)]
+            return [dnn_test(store, geo.name, seed=seed + k, desc=f"{mode} {k + 1}/{repeats}",
+                             **dnn_settings(settings)) for k in range(repeats)]
     xg, xr = classifier_input(mode, gen, thr, fg), classifier_input(mode, ref, thr, fr)
-    return [run_classifier(mode, xg, xr, dataset, seed + k, settings,
+    return [run_classifier(mode, xg, xr, geo, seed + k, settings,
                            f"{mode} {k + 1}/{repeats}") for k in range(repeats)]
+
+
+def _protocol(mode: str, settings: dict) -> str:
+    """``gbdt``, ``official`` or ``quick``: the protocol a classifier ``mode`` ran."""
+    if mode.startswith("cls-gbdt"):
+        return "gbdt"
+    if mode == "cls-resnet":
+        from caloforge.evaluation import resnet
+
+        r = resnet_settings(settings)
+        official = resnet.is_official(r["epochs"], r["width"], r["batch_size"], r["lr"])
+    else:
+        official = is_official(settings["epochs"], settings["width"], settings["batch_size"],
+                               settings["lr"])
+    return "official" if official else "quick"
 
 
 def _classifier_stage(mode: str, gen: ShowerSet, ref: ShowerSet, feats: Features | None,
@@ -237,11 +290,7 @@ def _classifier_stage(mode: str, gen: ShowerSet, ref: ShowerSet, feats: Features
     metrics[f"learned_{tag}"] = learned
     metrics[f"reading_{tag}"] = reading(learned, low)
     metrics["classifier"][mode] = {
-        "kind": results[0].kind,
-        "protocol": ("gbdt" if results[0].kind == "gbdt" else
-                     "official" if is_official(settings["epochs"], settings["width"],
-                                               settings["batch_size"], settings["lr"])
-                     else "quick"),
+        "kind": results[0].kind, "protocol": _protocol(mode, settings),
         "auc": [r.auc for r in results], "jsd": [r.jsd for r in results],
         "auc_interval_95": [list(r.auc_interval) for r in results],
         "accuracy": [r.accuracy for r in results], "best_epoch": [r.best_epoch for r in results],
@@ -299,7 +348,8 @@ def evaluate(generated: ShowerSet, reference: ShowerSet, modes: str | Iterable[s
              width: int = 2048, seed: int = 0, device: str = "auto", progress: bool = True,
              subsample: bool = False, overwrite: bool = False, batch_size: int = 1000,
              lr: float = 2e-4, sums: str = "file",
-             min_steps: int | None = None) -> dict:
+             min_steps: int | None = None, resnet_width: int | None = None,
+             resnet_batch: int | None = None, resnet_lr: float | None = None) -> dict:
     """Evaluate ``generated`` against ``reference``; return (and write) the metrics.
 
     Args:
@@ -313,7 +363,11 @@ def evaluate(generated: ShowerSet, reference: ShowerSet, modes: str | Iterable[s
         sums: ``file`` (official: layer and total energies summed in the files' dtype) or
             ``float64``.
         min_steps: Fewest DNN optimiser steps (default: none for the official settings, 1000
-            for quick ones; 0 trains exactly ``epochs``, e.g. to time one epoch).
+            for quick ones; 0 trains exactly ``epochs``, e.g. to time one epoch; the ResNet's
+            quick minimum is 300).
+        resnet_width, resnet_batch, resnet_lr: ``cls-resnet`` base width, batch size and
+            learning rate (default: 32, 1000, 2e-4 when the DNN settings are the official
+            ones, else the quick 8, 128, 1e-3).
 
     Returns:
         The content of ``metrics.json``: ``auc_low``, ``auc_high``, ``jsd_low``, ``jsd_high``
@@ -343,6 +397,19 @@ def evaluate(generated: ShowerSet, reference: ShowerSet, modes: str | Iterable[s
     draw = out is not None
     if any(m in CLS_TAGS and not m.startswith("cls-gbdt") for m in todo):
         check_settings(epochs, width, batch_size)
+    settings = {"epochs": epochs, "width": width, "device": device, "progress": progress,
+                "batch_size": batch_size, "lr": lr, "min_steps": min_steps,
+                "resnet_width": resnet_width, "resnet_batch": resnet_batch,
+                "resnet_lr": resnet_lr}
+    if "cls-resnet" in todo:
+        from caloforge.evaluation.resnet import grid_shape
+
+        grid_shape(geo)  # refuse geometries without one (layer, alpha, r) grid up front
+        r = resnet_settings(settings)
+        if r["width"] < 1 or r["batch_size"] < 1 or not r["lr"] > 0:
+            raise ConfigError(f"--resnet-width/--resnet-batch/--resnet-lr: expected positive "
+                              f"values, found {r['width']}/{r['batch_size']}/{r['lr']}")
+        metrics["settings"]["resnet"] = {k: r[k] for k in ("width", "batch_size", "lr")}
     # showers that stay in their files: DNN inputs go to a scratch file (output directory)
     scratch = ((out if out is not None else Path(tempfile.gettempdir()))
                if on_disk(generated) or on_disk(reference) else None)
@@ -357,9 +424,7 @@ def evaluate(generated: ShowerSet, reference: ShowerSet, modes: str | Iterable[s
     for mode in (m for m in todo if m in CLS_TAGS):
         with _timed(timing, mode):
             images += _classifier_stage(
-                mode, generated, reference, feats, thr, metrics, draw,
-                {"epochs": epochs, "width": width, "device": device, "progress": progress,
-                 "batch_size": batch_size, "lr": lr, "min_steps": min_steps}, seed, repeats,
+                mode, generated, reference, feats, thr, metrics, draw, settings, seed, repeats,
                 scratch)
     if any(m in todo for m in ("fpd", "kpd", "prdc")):
         _distance_stage(todo, generated, reference, feats, thr, metrics, seed)
