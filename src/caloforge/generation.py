@@ -174,10 +174,30 @@ def micro_batch_size(device: torch.device, batch_size: int, micro_batch: int | N
     return min(batch_size, CPU_MICRO_BATCH) if device.type == "cpu" else batch_size
 
 
+#: ``--precision`` values: the dtype of the matrix multiplications while sampling.
+PRECISIONS = ("float32", "bfloat16")
+
+
+def precision_context(device: torch.device, precision: str = "float32"
+                      ) -> contextlib.AbstractContextManager:
+    """The context that samples at ``precision``: ``float32`` (default) changes nothing;
+    ``bfloat16`` runs the linear and convolution layers in bfloat16 through
+    ``torch.autocast`` (float32 accumulation; splines, pre- and postprocessing stay float32,
+    see :class:`caloforge.flows.spline.RQSTransform`). On CPUs with AVX512-BF16 or AMX a
+    bfloat16 matmul is ~3x faster (BENCHMARKS.md, "Precision"); the showers change within
+    bfloat16's 8-bit mantissa, which the same section shows the classifiers cannot see."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision: expected one of {', '.join(PRECISIONS)}, found "
+                          f"{precision!r}")
+    if precision == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
 def sample_batches(model: torch.nn.Module, e_inc: np.ndarray, batch_size: int,
                    progress: bool = False, compile: bool = False,
                    stats: dict | None = None, source: object = None,
-                   micro_batch: int | None = None):
+                   micro_batch: int | None = None, precision: str = "float32"):
     """Yield ``(e_inc chunk, showers chunk (numpy, MeV), sampling seconds)`` per batch.
 
     A batch is sampled in calls of :func:`micro_batch_size` showers (``micro_batch``; default
@@ -191,10 +211,14 @@ def sample_batches(model: torch.nn.Module, e_inc: np.ndarray, batch_size: int,
     one-pass parts, see :meth:`~caloforge.models.base.GeneratorModel.compiled_sampler`); every
     call is padded to the micro-batch size so that one compiled graph serves all (the first
     batch includes the compile time).
+
+    ``precision``: ``float32`` or ``bfloat16`` matmuls (:func:`precision_context`); showers
+    drawn again because they were invalid are drawn in float32.
     """
     if batch_size < 1:
         raise ConfigError(f"--batch-size: expected a positive integer, found {batch_size}")
     device = getattr(model, "device", torch.device("cpu"))
+    precision_context(device, precision)  # checks the value before any work
     micro = micro_batch_size(device, batch_size, micro_batch)
     sampler = model.compiled_sampler() if compile else model.sample
 
@@ -211,7 +235,7 @@ def sample_batches(model: torch.nn.Module, e_inc: np.ndarray, batch_size: int,
             e = e_inc[lo:lo + batch_size]
             _sync(device)
             t0 = time.perf_counter()
-            with torch.inference_mode():
+            with torch.inference_mode(), precision_context(device, precision):
                 s = torch.cat([call(e[m:m + micro]).detach().to("cpu", torch.float32)
                                for m in range(0, len(e), micro)])
             s = s.numpy()
@@ -227,15 +251,16 @@ def sample_batches(model: torch.nn.Module, e_inc: np.ndarray, batch_size: int,
 def generate_to_file(model: torch.nn.Module, e_inc: np.ndarray, path: str | os.PathLike, *,
                      batch_size: int = 10_000, seed: int = 0, overwrite: bool = False,
                      progress: bool = True, attrs: dict | None = None,
-                     compile: bool = False, micro_batch: int | None = None
-                     ) -> GenerationResult:
+                     compile: bool = False, micro_batch: int | None = None,
+                     precision: str = "float32") -> GenerationResult:
     """Sample showers for ``e_inc`` (MeV) with ``model`` and write them to ``path``.
 
     The file is written chunk by chunk through :class:`~caloforge.data.ShowerWriter`
     (atomic: it only appears when every batch succeeded). The torch RNG is seeded with
     ``seed``, so the same seed, model and device give the same file. ``compile`` samples
     through ``torch.compile`` (see :func:`sample_batches`; worth it for large runs);
-    ``micro_batch`` overrides the showers per sampling call (:func:`micro_batch_size`).
+    ``micro_batch`` overrides the showers per sampling call (:func:`micro_batch_size`);
+    ``precision`` sets the matmul dtype (:func:`precision_context`; recorded in the file).
     """
     e_inc = np.asarray(e_inc, dtype=np.float64).reshape(-1)
     if len(e_inc) == 0:
@@ -246,13 +271,13 @@ def generate_to_file(model: torch.nn.Module, e_inc: np.ndarray, path: str | os.P
     t_start = time.perf_counter()
     sample_s = 0.0
     attrs = {"generator": str(getattr(model, "name", type(model).__name__)), "seed": seed,
-             **(attrs or {})}
+             "precision": precision, **(attrs or {})}
     stats: dict = {}
     with ShowerWriter(path, model.geometry, overwrite=overwrite, attrs=attrs,
                       chunk_rows=min(batch_size, 1000)) as writer:
         for e, s, dt in sample_batches(model, e_inc, batch_size, progress, compile, stats,
                                        source=attrs.get("checkpoint"),
-                                       micro_batch=micro_batch):
+                                       micro_batch=micro_batch, precision=precision):
             sample_s += dt
             writer.append(e, s)
     return GenerationResult(Path(path), len(e_inc), batch_size, sample_s,

@@ -27,6 +27,8 @@ from zuko.transforms import MonotonicRQSTransform
 
 __all__ = ["RQSTransform", "normalise_bins"]
 
+_HALF = (torch.bfloat16, torch.float16)
+
 
 def normalise_bins(x: Tensor) -> Tensor:
     """Softmax over the last axis as ``exp(x - max) / sum`` (fast for a short last axis)."""
@@ -49,6 +51,10 @@ class RQSTransform(MonotonicRQSTransform):
                  bound: float = 5.0, slope: float = 1e-3, **kwargs: object) -> None:
         Transform.__init__(self, **kwargs)
         scale = math.log(slope)
+        # half-precision conditioner outputs (bf16 autocast: only the matmuls run in bf16) are
+        # set up in float32: a bf16 cumsum over the bins can collapse a bin to zero width
+        widths, heights, derivatives = (t.float() if t.dtype in _HALF else t
+                                        for t in (widths, heights, derivatives))
 
         def knots(raw: Tensor) -> Tensor:
             p = normalise_bins(raw / (1 + (2 * raw / scale).abs()))
