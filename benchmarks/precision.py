@@ -250,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=5_000, help="showers per side of each AUC")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--smoke", action="store_true", help="toy sizes (< 2 minutes)")
+    ap.add_argument("--only", choices=("speed", "accuracy"), default=None,
+                    help="re-measure one part, keep the other from the cached results")
     ap.add_argument("--render", action="store_true", help="redraw from the cached results")
     ap.add_argument("--no-write", action="store_true", help="print, do not edit BENCHMARKS.md")
     args = ap.parse_args(argv)
@@ -261,8 +263,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.smoke:
             args.batch, args.rounds, args.min_time = 50, 1, 0.0
             args.gemm_width, args.minutes, args.n_train, args.n = 256, 0.05, 500, 400
+        res = json.loads(cache.read_text()) if args.only and cache.exists() else {}
         with tempfile.TemporaryDirectory(prefix="caloforge-precision-") as tmp:
-            res = {"speed": speed(args), "accuracy": accuracy(args, Path(tmp))}
+            if args.only in (None, "speed"):
+                res["speed"] = speed(args)
+            if args.only in (None, "accuracy"):
+                res["accuracy"] = accuracy(args, Path(tmp))
         OUT.mkdir(parents=True, exist_ok=True)
         cache.write_text(json.dumps(res, indent=1))
     md = render(res)
