@@ -68,3 +68,28 @@ def test_models_without_one_pass_sampler_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="one-pass sampler"):
         export_onnx(model, tmp_path / "x.onnx")
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_caloman_with_sequential_energy_flow_is_refused(tmp_path):
+    from caloforge.models.caloman import CaloMan
+
+    model = CaloMan(Geometry.preset("2"), {"network": {"type": "layered"},
+                                           "energy_flow": {"type": "autoregressive"}})
+    with pytest.raises(ConfigError, match="energy_flow.type"):
+        export_onnx(model, tmp_path / "x.onnx")
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_caloman_ds2_sampler_matches_torch(tmp_path):
+    """The zero-inflated decoder's per-voxel draws are graph inputs: same noise, same showers."""
+    from caloforge.models.caloman import CaloMan
+
+    torch.manual_seed(0)
+    model = CaloMan(Geometry.preset("2"), {
+        "autoencoder": "ae", "latent_dim": 4, "hidden": [16], "decoder_noise": "zero-inflated",
+        "network": {"type": "layered", "hidden": [8], "code": 2, "embed": 2},
+        "energy_flow": {"transforms": 2, "hidden": [8, 8]},
+        "latent_flow": {"transforms": 2, "hidden": [8, 8]}}).eval()
+    path = export_onnx(model, tmp_path / "cm.onnx")
+    assert model.noise_dim == 45 + 4 + 2 * 6480
+    assert check_onnx(model, path, n=64) < 1e-3

@@ -1,8 +1,10 @@
 """ONNX export of samplers: ``(noise, e_inc) -> showers``, postprocessing inside the graph.
 
 A model is exportable when it has a deterministic ``from_noise(z, e_inc)`` and a
-``noise_dim`` (today CaloINN; CaloMan's zero-inflated decoder draws per-voxel noise too, so it
-is not exported yet). Random numbers stay outside the graph (ONNX random ops and
+``noise_dim``, and its ``export_blocker()`` (if any) returns None: CaloINN, and CaloMan /
+VAE+INN with coupling flows, whose noise vector also carries the decoder's per-voxel draws
+(two standard normals a voxel for the zero-inflated decoder: occupancy through the normal CDF
+and the log-normal's draw). Random numbers stay outside the graph (ONNX random ops and
 ``torch.distributions`` sampling export poorly, pytorch#111034): the caller feeds standard
 normal noise of shape (N, noise_dim) and incident energies (N,) in MeV and gets voxel energies
 (N, n_voxels) in MeV, all float32. The batch axis is dynamic, so one file serves batch 1
@@ -58,7 +60,20 @@ def check_opset(opset: object) -> int:
 
 def exportable(model: GeneratorModel) -> bool:
     """Whether ``model`` has the deterministic sampler the export needs."""
-    return hasattr(model, "from_noise") and hasattr(model, "noise_dim")
+    if not (hasattr(model, "from_noise") and hasattr(model, "noise_dim")):
+        return False
+    blocker = getattr(model, "export_blocker", None)
+    return blocker is None or blocker() is None
+
+
+def refusal(model: GeneratorModel, where: str) -> str:
+    """The one-line reason ``model`` cannot be exported (for :class:`ConfigError`)."""
+    blocker = getattr(model, "export_blocker", None)
+    reason = blocker() if blocker is not None else None
+    if reason:
+        return reason
+    return (f"{where}: expected a model with a one-pass sampler (caloinn, caloman, vae-inn), "
+            f"found {model.name!r}, which cannot be exported")
 
 
 def export_onnx(model: GeneratorModel, path: str | os.PathLike, *, opset: int = 17,
@@ -72,8 +87,7 @@ def export_onnx(model: GeneratorModel, path: str | os.PathLike, *, opset: int = 
     """
     check_opset(opset)
     if not exportable(model):
-        raise ConfigError(f"--checkpoint: expected a model with a one-pass sampler "
-                          f"(caloinn), found {model.name!r}")
+        raise ConfigError(refusal(model, "--checkpoint"))
     sampler = _Sampler(model).eval().to(device="cpu", dtype=torch.float32)
     noise = torch.randn(batch, model.noise_dim)
     e_inc = torch.full((batch,), 65536.0)

@@ -19,15 +19,14 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from caloforge.atomic import check_writable
     from caloforge.errors import ConfigError
-    from caloforge.export import check_onnx, check_opset, export_onnx, exportable
+    from caloforge.export import check_onnx, check_opset, export_onnx, exportable, refusal
     from caloforge.models.base import load_model
 
     check_opset(args.opset)
     check_writable(args.output, args.overwrite)
     model = load_model(args.checkpoint)
     if not exportable(model):
-        raise ConfigError(f"{args.checkpoint}[model]: expected a model with a one-pass sampler "
-                          f"(caloinn), found {model.name!r}, which cannot be exported")
+        raise ConfigError(refusal(model, f"{args.checkpoint}[model]"))
     path = export_onnx(model, args.output, opset=args.opset, overwrite=args.overwrite)
     print(f"wrote {path}: inputs noise (N, {model.noise_dim}) float32 and e_inc (N,) MeV, "
           f"output showers (N, {model.geometry.n_voxels}) MeV")

@@ -38,6 +38,7 @@ NOISE_MODELS = ("none", "gaussian", "zero-inflated")
 AE_KINDS = ("ae", "vae")
 #: Floor of the log-normal fractions (zero-inflated model): log(1e-9).
 _LOG_MIN, _LOG_SIGMA_MIN, _LOG_SIGMA_MAX = -20.7, -7.0, 3.0
+_SQRT_HALF = math.sqrt(0.5)
 
 
 def mlp(n_in: int, hidden: Sequence[int], n_out: int) -> nn.Sequential:
@@ -79,23 +80,41 @@ class ConditionalAutoencoder(nn.Module):
     # -- encoder ------------------------------------------------------------------------------
     def encode(self, x: Tensor, c: Tensor) -> tuple[Tensor, Tensor | None]:
         """Latent mean (N, d) and log-variance (VAE) or None (AE)."""
-        h = self.encoder(torch.cat([x, c], dim=1))
+        h = self.encode_raw(x, c)
         if self.kind == "vae":
             mu, logvar = h.chunk(2, dim=1)
             return mu, logvar.clamp(-12.0, 8.0)
         return h, None
 
+    def encode_raw(self, x: Tensor, c: Tensor) -> Tensor:
+        """Encoder network output (N, d or 2d); the geometric autoencoders override it."""
+        return self.encoder(torch.cat([x, c], dim=1))
+
     # -- decoder ------------------------------------------------------------------------------
+    def decode_raw(self, z: Tensor, c: Tensor) -> Tensor:
+        """Decoder network output (N, n_par V), parameters in blocks of V."""
+        return self.decoder(torch.cat([z, c], dim=1))
+
+    @property
+    def n_par(self) -> int:
+        """Decoder outputs per voxel (1 none, 2 gaussian, 3 zero-inflated)."""
+        return {"none": 1, "gaussian": 2, "zero-inflated": 3}[self.noise]
+
+    @property
+    def voxel_noise(self) -> int:
+        """Standard-normal numbers per voxel :meth:`from_noise` consumes (0, 1 or 2)."""
+        return {"none": 0, "gaussian": 1, "zero-inflated": 2}[self.noise]
+
     def decode_params(self, z: Tensor, c: Tensor) -> tuple[Tensor, ...]:
         """Raw decoder outputs split per parameter, each (N, V)."""
-        h = self.decoder(torch.cat([z, c], dim=1))
+        return self.finish_params(self.decode_raw(z, c).chunk(self.n_par, dim=1))
+
+    def finish_params(self, parts: Sequence[Tensor]) -> tuple[Tensor, ...]:
+        """The decoder parameters from the raw per-parameter blocks (log sigma clamped)."""
         if self.noise == "none":
-            return (h,)
-        if self.noise == "gaussian":
-            mu, log_s = h.chunk(2, dim=1)
-            return mu, log_s.clamp(_LOG_SIGMA_MIN, _LOG_SIGMA_MAX)
-        logit_p, mu, log_s = h.chunk(3, dim=1)
-        return logit_p, mu, log_s.clamp(_LOG_SIGMA_MIN, _LOG_SIGMA_MAX)
+            return (parts[0],)
+        *rest, log_s = parts
+        return (*rest, log_s.clamp(_LOG_SIGMA_MIN, _LOG_SIGMA_MAX))
 
     def recon_nll(self, params: tuple[Tensor, ...], x: Tensor, frac: Tensor) -> Tensor:
         """Per-shower negative log-likelihood / V (shape (N,)).
@@ -133,11 +152,11 @@ class ConditionalAutoencoder(nn.Module):
 
     def generate(self, z: Tensor, c: Tensor, stochastic: bool = True
                  ) -> tuple[Tensor, bool, Tensor | None]:
-        """Decode latents: (values, is_fraction, mean fractions or None).
+        """Decode latents: (values, is_fraction, fallback fractions or None).
 
         Returns the encoder-input space (``none``, ``gaussian``: is_fraction False) or
-        non-negative fractions (``zero-inflated``: is_fraction True, plus the deterministic
-        fractions p * exp(mu) as a fallback for layers that come out empty).
+        non-negative fractions (``zero-inflated``: is_fraction True, plus non-negative
+        fallback fractions for layers that come out empty, see :meth:`fallback`).
         ``stochastic=False`` returns the decoder mean (for ``zero-inflated`` the occupancy
         probability times the median of the log-normal).
         """
@@ -150,10 +169,40 @@ class ConditionalAutoencoder(nn.Module):
                 return mu, False, None
             return mu + torch.exp(ls) * torch.randn_like(mu), False, None
         logit_p, mu, ls = params
-        p = torch.sigmoid(logit_p)
-        mean = p * torch.exp(mu)
         if not stochastic:
+            mean = torch.sigmoid(logit_p) * torch.exp(mu)
             return mean, True, mean
-        occ = torch.rand_like(p) < p
-        frac = torch.exp(mu + torch.exp(ls) * torch.randn_like(mu))
-        return torch.where(occ, frac, torch.zeros_like(frac)), True, mean
+        return self._zero_inflated(logit_p, mu, ls, torch.rand_like(mu), torch.randn_like(mu))
+
+    def from_noise(self, z: Tensor, c: Tensor, eps: Tensor
+                   ) -> tuple[Tensor, bool, Tensor | None]:
+        """:meth:`generate` with the voxel noise given: ``eps`` (N, voxel_noise V) standard
+        normal draws, a deterministic function (the graph of the ONNX export).
+
+        ``zero-inflated``: the first V numbers decide occupancy, ``Phi(eps_1) < p`` (Phi the
+        normal CDF through ``erf``: the same Bernoulli(p) as a uniform draw), the next V are
+        the log-normal's normal draw. ``gaussian``: mean + sigma eps. ``none``: the mean.
+        """
+        params = self.decode_params(z, c)
+        if self.noise == "none":
+            return params[0], False, None
+        v = params[0].shape[1]
+        if self.noise == "gaussian":
+            mu, ls = params
+            return mu + torch.exp(ls) * eps[:, :v], False, None
+        logit_p, mu, ls = params
+        uniform = 0.5 * (1.0 + torch.erf(eps[:, :v] * _SQRT_HALF))
+        return self._zero_inflated(logit_p, mu, ls, uniform, eps[:, v:2 * v])
+
+    def _zero_inflated(self, logit_p: Tensor, mu: Tensor, ls: Tensor, uniform: Tensor,
+                       eps: Tensor) -> tuple[Tensor, bool, Tensor]:
+        """Zero-inflated log-normal draw from uniform (occupancy) and normal (value) noise."""
+        p = torch.sigmoid(logit_p)
+        frac = torch.exp(mu + torch.exp(ls) * eps)
+        # a multiplication by the mask: ~2x faster than torch.where on CPU (torch 2.x)
+        return frac * (uniform < p), True, self.fallback(p, mu)
+
+    def fallback(self, p: Tensor, mu: Tensor) -> Tensor:
+        """Fractions for a layer whose sampled voxels are all empty: the decoder mean
+        p exp(mu) (any positive pattern works: the layer is renormalised to its energy)."""
+        return p * torch.exp(mu)

@@ -62,6 +62,7 @@ from caloforge.errors import ConfigError
 from caloforge.geometry import Geometry
 from caloforge.models.autoencoder import AE_KINDS, NOISE_MODELS, ConditionalAutoencoder
 from caloforge.models.base import GeneratorModel
+from caloforge.models.geometric_ae import NETWORKS, LayeredAutoencoder, layer_grid
 from caloforge.training import TrainConfig
 from caloforge.training import fit as train_stage
 
@@ -79,6 +80,7 @@ DEFAULTS: dict[str, Any] = {
     "autoencoder": "vae",
     "latent_dim": 20,
     "hidden": [512, 512, 512],
+    "network": {"type": "mlp", "hidden": [64], "code": 8, "embed": 8, "channels": 8},
     "beta": 1.0,
     "decoder_noise": "none",
     "condition_on_layers": True,
@@ -92,6 +94,9 @@ DEFAULTS: dict[str, Any] = {
     "intrinsic_dim": {"n": 5000, "k": [5, 20]},
     "sample_batch": 50_000,
 }
+#: Upper bound on N x V of one sampling pass (float32 temporaries of ~8 MB each), so that
+#: passes stay in the CPU caches (~300 showers on dataset 2, ~50 on dataset 3).
+SAMPLE_VOXELS = 2_000_000
 
 
 def _merged(config: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
@@ -123,6 +128,10 @@ class _ZukoAutoregressive(nn.Module):
 
     def sample(self, c: Tensor) -> Tensor:
         return self.flow(c).sample()
+
+    def inverse(self, z: Tensor, c: Tensor) -> Tensor:
+        """Noise -> data (a sequential pass per feature; not ONNX-exportable)."""
+        return self.flow(c).transform.inv(z)
 
 
 def _build_flow(features: int, context: int, cfg: dict[str, Any], seed: int,
@@ -181,6 +190,11 @@ class CaloMan(GeneratorModel):
         if cfg["decoder_noise"] not in NOISE_MODELS:
             raise ConfigError(f"{src}[decoder_noise]: expected one of {', '.join(NOISE_MODELS)}"
                               f", found {cfg['decoder_noise']!r}")
+        if cfg["network"]["type"] not in NETWORKS:
+            raise ConfigError(f"{src}[network.type]: expected one of {', '.join(NETWORKS)}, "
+                              f"found {cfg['network']['type']!r}")
+        self.grid = (layer_grid(geometry, f"{src}[network.type]")
+                     if cfg["network"]["type"] != "mlp" else None)
         if cfg["latent_encoding"] not in ("mean", "sample"):
             raise ConfigError(f"{src}[latent_encoding]: expected 'mean' or 'sample', found "
                               f"{cfg['latent_encoding']!r}")
@@ -212,9 +226,18 @@ class CaloMan(GeneratorModel):
             raise ConfigError(f"{self.src}[latent_dim]: expected an integer 2..{self.n_voxels} "
                               f"(the voxel count) or 'auto', found {latent!r}")
         self.latent_dim = latent
-        self.autoencoder = ConditionalAutoencoder(
-            self.n_voxels, self.n_cond, latent, [int(h) for h in cfg["hidden"]],
-            kind=cfg["autoencoder"], noise=cfg["decoder_noise"], beta=float(cfg["beta"]))
+        net = cfg["network"]
+        hidden = [int(h) for h in cfg["hidden"]]
+        if self.grid is None:
+            self.autoencoder = ConditionalAutoencoder(
+                self.n_voxels, self.n_cond, latent, hidden, kind=cfg["autoencoder"],
+                noise=cfg["decoder_noise"], beta=float(cfg["beta"]))
+        else:
+            self.autoencoder = LayeredAutoencoder(
+                self.grid, self.n_cond, latent, hidden, kind=cfg["autoencoder"],
+                noise=cfg["decoder_noise"], beta=float(cfg["beta"]), cell=net["type"],
+                cell_hidden=net["hidden"], code=int(net["code"]), embed=int(net["embed"]),
+                channels=int(net["channels"]))
         self.z_norm = pp.Standardizer(latent)
         self.latent_flow = _build_flow(latent, self.n_cond, cfg["latent_flow"], seed=2,
                                        where=f"{self.src}[latent_flow.type]")
@@ -525,34 +548,82 @@ class CaloMan(GeneratorModel):
         """
         p = next(self.parameters())
         e_inc = torch.as_tensor(e_inc).reshape(-1).to(device=p.device, dtype=p.dtype)
-        step = int(self.cfg["sample_batch"])
+        step = max(1, min(int(self.cfg["sample_batch"]), SAMPLE_VOXELS // self.n_voxels))
         return torch.cat([self._sample(e_inc[lo:lo + step], stochastic)
                           for lo in range(0, len(e_inc), step)]) if len(e_inc) else \
             torch.zeros(0, self.n_voxels, dtype=p.dtype, device=p.device)
 
+    @property
+    def noise_dim(self) -> int:
+        """Standard-normal numbers one shower is generated from: L (energy flow) + latent +
+        0, 1 or 2 per voxel (none, gaussian, zero-inflated decoder); see :meth:`from_noise`."""
+        return ((self.n_layers if self.uses_energy_flow else 0) + self.latent_dim
+                + self.autoencoder.voxel_noise * self.n_voxels)
+
+    def export_blocker(self) -> str | None:
+        """Why :func:`caloforge.export.export_onnx` cannot export this model, or None."""
+        if self.uses_energy_flow and isinstance(self.energy_flow, _ZukoAutoregressive):
+            return (f"{self.src}[energy_flow.type]: expected 'coupling' for an ONNX export, "
+                    f"found 'autoregressive' (a sequential inverse)")
+        return None
+
     def _sample(self, e_inc: Tensor, stochastic: bool) -> Tensor:
-        m = self.layer_mat.to(e_inc.dtype)
+        return self._generate(e_inc, None, stochastic=stochastic)
+
+    def from_noise(self, noise: Tensor, e_inc: Tensor) -> Tensor:
+        """Deterministic sampler: standard-normal ``noise`` (N, noise_dim) and ``e_inc`` (N,)
+        MeV -> showers (N, V) MeV; :meth:`sample` is this with ``torch.randn`` noise and
+        :func:`caloforge.export.export_onnx` exports it.
+
+        The noise columns are, in order: L for the energy flow (CaloFlow schemes), d for the
+        latent flow, then the decoder's voxel noise (:meth:`ConditionalAutoencoder.from_noise`).
+        """
+        return self._generate(e_inc, noise, stochastic=True)
+
+    def _layer_sums(self, x: Tensor) -> Tensor:
+        """(N, V) -> (N, L) sums over each layer's voxels."""
+        if self.grid is not None:  # equal contiguous layers: a reshape, no V x L matmul
+            return x.reshape(x.shape[0], self.n_layers, -1).sum(dim=2)
+        return x @ self.layer_mat.to(x.dtype)
+
+    def _spread_mul(self, x: Tensor, y: Tensor) -> Tensor:
+        """(N, V) x (N, L) -> (N, V): every voxel times its layer's value."""
+        if self.grid is not None:  # broadcast over (N, L, A R): no (N, V) copy of y
+            n = x.shape[0]
+            return (x.reshape(n, self.n_layers, -1) * y.unsqueeze(2)).reshape(n, self.n_voxels)
+        return x * (y @ self.layer_mat.to(y.dtype).T)
+
+    def _generate(self, e_inc: Tensor, noise: Tensor | None, stochastic: bool) -> Tensor:
+        """Energy flow -> latent flow -> decoder -> inverse preprocessing -> threshold; the
+        flows and the decoder draw their own noise when ``noise`` is None."""
+        n_e = self.n_layers if self.uses_energy_flow else 0
+        d = self.latent_dim
         e_layer = None
         if self.uses_energy_flow:
             c_e = pp.energy_condition(e_inc).reshape(-1, 1)
-            u = self.u_norm.inverse(self.energy_flow.sample(c_e))
+            u = (self.energy_flow.sample(c_e) if noise is None
+                 else self.energy_flow.inverse(noise[:, :n_e], c_e))
+            u = self.u_norm.inverse(u)
             e_layer = pp.layer_energies_from_u(pp.inverse_logit(u).clamp(0.0, 1.0), e_inc)
         c = self.cond_norm(self._condition(e_inc, e_layer))
-        z = self.z_norm.inverse(self.latent_flow.sample(c))
-        out, is_frac, mean = self.autoencoder.generate(z, c, stochastic=stochastic)
-        frac = out if is_frac else self._from_x(self.x_norm.inverse(out))
-        frac = frac.clamp_min(0.0)
+        z = (self.latent_flow.sample(c) if noise is None
+             else self.latent_flow.inverse(noise[:, n_e:n_e + d], c))
+        z = self.z_norm.inverse(z)
+        if noise is None:
+            out, is_frac, fallback = self.autoencoder.generate(z, c, stochastic=stochastic)
+        else:
+            out, is_frac, fallback = self.autoencoder.from_noise(z, c, noise[:, n_e + d:])
+        # zero-inflated fractions are >= 0 already
+        frac = out if is_frac else self._from_x(self.x_norm.inverse(out)).clamp_min(0.0)
         if self.uses_energy_flow:
-            sums = frac @ m
-            if mean is not None and stochastic:  # an empty sampled layer: use the mean
-                empty = ((sums <= 0).to(m.dtype) @ m.T) > 0
-                frac = torch.where(empty, mean, frac)
-                sums = frac @ m
-            showers = frac / (sums @ m.T + 1e-16) * (e_layer @ m.T)
+            sums = self._layer_sums(frac)
+            if fallback is not None and stochastic:  # an empty sampled layer: the fallback
+                frac = frac + self._spread_mul(fallback, (sums <= 0).to(frac.dtype))
+                sums = self._layer_sums(frac)
+            showers = self._spread_mul(frac, e_layer / (sums + 1e-16))
         else:
             showers = frac * (CALOSCORE_F * e_inc.reshape(-1, 1))
-        cut = float(self.cfg["threshold_mev"])
-        return torch.where(showers < cut, torch.zeros_like(showers), showers)
+        return showers * (showers >= float(self.cfg["threshold_mev"]))
 
     @torch.inference_mode()
     def reconstruct(self, data: ShowerSet, stochastic: bool = False) -> Tensor:
