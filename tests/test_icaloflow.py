@@ -11,6 +11,7 @@ import torch
 import yaml
 from conftest import make_showers, run_cli
 
+from caloforge import preprocessing as pp
 from caloforge.data import write_showers
 from caloforge.errors import GeometryError
 from caloforge.geometry import Geometry
@@ -105,6 +106,11 @@ def test_flow3_rows_are_the_layer_pairs_of_each_shower(teacher) -> None:
     assert c[row, 3 + n - 1] == 1 and c[row, 3:47].sum() == 1
     x2, c2 = teacher.stage_rows(f, "flow3", k=3, generator=torch.Generator().manual_seed(0))
     assert x2.shape == (15, 144)
+    shapes, e_layer = pp.normalise_layers(torch.as_tensor(data.showers), DS2)
+    assert torch.allclose(f["logits"].reshape(5, -1), pp.logit(shapes))
+    assert torch.allclose(f["e_layer"], e_layer)
+    f1 = teacher.features(torch.as_tensor(data.showers), torch.as_tensor(data.e_inc), layers=1)
+    assert torch.equal(f1["logits"][:, 0], f["logits"][:, 0]) and torch.equal(f1["x1"], f["x1"])
 
 
 # --------------------------------------------------------------------------------------------

@@ -170,28 +170,36 @@ class _ICaloFlowBase(_CaloFlowBase):
                           onehot, prev_logit / PREV_SCALE], 1)
 
     # -- features -----------------------------------------------------------------------------
-    def features(self, showers: Tensor, e_inc: Tensor) -> dict[str, Tensor]:
+    def features(self, showers: Tensor, e_inc: Tensor, layers: int | None = None
+                 ) -> dict[str, Tensor]:
         """Flow inputs of showers (N, V) MeV (float64, no noise added here).
 
+        Args:
+            layers: Logit shapes of the first ``layers`` layers only (0 for flow-1, 1 for
+                flow-2: cheaper per-batch preprocessing); None: all.
+
         Returns:
-            ``x1`` (N, L) logit u-variables, ``c1`` (N, 1), ``logits`` (N, L, S) logit
+            ``x1`` (N, L) logit u-variables, ``c1`` (N, 1), ``logits`` (N, layers, S) logit
             layer shapes, ``e_layer`` (N, L) MeV, ``e_inc`` (N,) MeV.
         """
-        shapes, e_layer = pp.normalise_layers(showers, self.geometry)
-        logits = pp.logit(shapes, self.prep["logit_alpha"]).view(len(showers), -1,
-                                                                  self.layer_size)
+        v = showers.view(len(showers), self.geometry.n_layers, self.layer_size)
+        e_layer = v.sum(-1)
+        v = v if layers is None else v[:, :layers]
+        shapes = v / (e_layer[:, :v.shape[1], None] + 1e-16)  # as pp.normalise_layers
         return {"x1": self._flow1_input(e_layer, e_inc),
-                "c1": pp.energy_condition(e_inc)[:, None], "logits": logits,
+                "c1": pp.energy_condition(e_inc)[:, None],
+                "logits": pp.logit(shapes, self.prep["logit_alpha"]),
                 "e_layer": e_layer, "e_inc": e_inc}
 
-    def prepare(self, data: ShowerSet, seed: int = 0) -> dict[str, Tensor]:
+    def prepare(self, data: ShowerSet, seed: int = 0, layers: int | None = None
+                ) -> dict[str, Tensor]:
         """:meth:`features` of a shower set after dequantisation noise (seeded)."""
         gen = torch.Generator().manual_seed(seed)
         e_inc = torch.as_tensor(np.asarray(data.e_inc, dtype=np.float64)).reshape(-1)
         showers = torch.as_tensor(np.asarray(data.showers, dtype=np.float64))
         if self.prep["noise_mev"] > 0:
             showers = pp.dequantize(showers, self.prep["noise_mev"], generator=gen)
-        return self.features(showers, e_inc)
+        return self.features(showers, e_inc, layers)
 
     def stage_rows(self, f: dict[str, Tensor], stage: str, k: int | None = None,
                    generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
@@ -217,7 +225,8 @@ class _ICaloFlowBase(_CaloFlowBase):
         """Per-batch preprocessing of a streamed source: ``(x, context)`` in ``dtype``."""
         def fn(chunk: ShowerSet, gen: torch.Generator) -> tuple[Tensor, ...]:
             seed = int(torch.randint(2**31 - 1, (1,), generator=gen))
-            rows = self.stage_rows(self.prepare(chunk, seed=seed), stage,
+            layers = {"flow1": 0, "flow2": 1}.get(stage)
+            rows = self.stage_rows(self.prepare(chunk, seed=seed, layers=layers), stage,
                                    self.rows_per_shower, gen)
             return tuple(t.to(dtype) for t in rows)
         return fn
