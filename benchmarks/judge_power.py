@@ -15,11 +15,17 @@ Settings:
 * ``dnn-old-quick-high``: the quick DNN as caloforge ran it before (10 epochs, width 256, raw
   inputs, no minimum of steps), kept to show why it was withdrawn;
 * ``dnn-official-high``, ``dnn-official-low``: the official protocol (50 epochs, width 2048),
-  run only where a 2-core CPU affords it.
+  run only where a 2-core CPU affords it;
+* ``resnet-quick`` (dataset 2 only): the cls-resnet 3D ResNet-18 with the quick settings of
+  ``evaluate`` (width 8, batch 128, lr 1e-3, standardised inputs, 300 optimiser steps).
+
+Plans: ``default`` (dataset-1 photons), ``ds2`` (dataset 2, 6,480 voxels: ``resnet-quick``,
+``gbdt-low`` and ``gbdt-high``; reference seed 1, "generated" seed 2, as for dataset 1),
+``smoke``. The section shows the tables of ``default`` and ``ds2`` from their result files.
 
 Usage::
 
-    python benchmarks/judge_power.py [--plan default|smoke] [--threads 2]
+    python benchmarks/judge_power.py [--plan default|ds2|smoke] [--threads 2]
 
 Each finished cell is stored in ``benchmarks/out/judge_power/results.json`` at once, so a
 killed run continues where it stopped; ``--render-only`` rewrites the table from that file.
@@ -46,6 +52,7 @@ from caloforge.evaluation.classifier import classifier_test  # noqa: E402
 from caloforge.evaluation.distortions import DISTORTIONS, distort  # noqa: E402
 from caloforge.evaluation.gbdt import gbdt_test  # noqa: E402
 from caloforge.evaluation.inputs import classifier_input  # noqa: E402
+from caloforge.evaluation.resnet import resnet_test  # noqa: E402
 from caloforge.simulate import simulate  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "out" / "judge_power"
@@ -65,7 +72,11 @@ SETTINGS = {
                                                "standardize": False}),
     "dnn-official-high": ("cls-high", "dnn", {}),
     "dnn-official-low": ("cls-low", "dnn", {}),
+    "resnet-quick": ("cls-resnet", "resnet", {"epochs": 1, "width": 8, "batch_size": 128,
+                                              "lr": 1e-3, "min_steps": 300}),
 }
+#: plan -> dataset of its showers
+PLAN_DATASET = {"default": "1-photons", "smoke": "1-photons", "ds2": "2"}
 
 #: plan -> list of (size per side, setting, distortions)
 PLANS = {
@@ -81,16 +92,30 @@ PLANS = {
         (2000, "dnn-official-high", ["scale 1.10"]),
     ],
     "smoke": [(1000, "gbdt-high", CHEAP), (1000, "dnn-quick-high", ["scale 1.10"])],
+    # dataset 2, ordered so that a run cut short by time still fills whole rows first
+    "ds2": [
+        (2000, "gbdt-high", ALL),
+        (2000, "resnet-quick", ALL),
+        (2000, "gbdt-low", ALL),
+        (5000, "gbdt-high", ALL),
+        (5000, "resnet-quick", ["null", "scale 1.02", "scale 1.05", "lateral +10%"]),
+        (5000, "gbdt-low", ["null", "scale 1.02", "scale 1.05", "lateral +10%"]),
+    ],
 }
 
 
-def showers(seed: int, n: int) -> ShowerSet:
-    """Simulated dataset-1 photons with the official energy mix, cached on disk."""
-    path = OUT / f"photons_seed{seed}_{n}.h5"
+def showers(seed: int, n: int, dataset: str = "1-photons") -> ShowerSet:
+    """Simulated showers with the official energy mix, cached on disk (dataset 2 under
+    /tmp: 5,000 showers are 60 MB a side, not for the repository)."""
+    if dataset == "1-photons":
+        path = OUT / f"photons_seed{seed}_{n}.h5"
+    else:
+        path = Path(os.environ.get("JUDGE_POWER_CACHE", "/tmp/judge_power")) / \
+            f"ds{dataset}_seed{seed}_{n}.h5"
     if path.exists():
-        return read_showers(path, "1-photons")
-    ss = simulate("1-photons", n, seed=seed, progress=False)
-    OUT.mkdir(parents=True, exist_ok=True)
+        return read_showers(path, dataset)
+    ss = simulate(dataset, n, seed=seed, progress=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
     write_showers(path, ss, overwrite=True)
     return ss
 
@@ -103,11 +128,14 @@ def run_cell(setting: str, gen: ShowerSet, ref: ShowerSet) -> dict:
     mode, kind, opts = SETTINGS[setting]
     thr = ref.geometry.eval_threshold
     xg, xr = classifier_input(mode, gen, thr), classifier_input(mode, ref, thr)
+    dataset = ref.geometry.name
     t0 = time.perf_counter()
     if kind == "gbdt":
-        r = gbdt_test(xg, xr, "1-photons", seed=0)
+        r = gbdt_test(xg, xr, dataset, seed=0)
+    elif kind == "resnet":
+        r = resnet_test(xg, xr, ref.geometry, seed=0, progress=False, device="cpu", **opts)
     else:
-        r = classifier_test(xg, xr, "1-photons", seed=0, progress=False, device="cpu", **opts)
+        r = classifier_test(xg, xr, dataset, seed=0, progress=False, device="cpu", **opts)
     return {"auc": r.auc, "auc_err": r.auc_err, "learned": r.learned, "learned_rule": "val",
             "reading": r.reading,
             "steps_or_iterations": r.best_epoch, "seconds": time.perf_counter() - t0}
@@ -141,6 +169,20 @@ def render(results: dict, plan: list) -> str:
     return table(header, rows)
 
 
+DS2_TEXT = """**Dataset 2** (6,480 voxels, 45 layers of 16 α × 9 r; reference simulator seeds 1 and
+2, same distortions; "layer 5% to next" moves energy out of the layer with the largest mean
+energy). `resnet-quick` = `cls-resnet`, the CaloChallenge 3D ResNet-18 on the (layer, α, r)
+image with E_inc before the last layer, at caloforge's quick CPU settings (width 8 = 8/16/16/32
+channels, batch 128, Adam lr 1e-3, one pooled voxel standardisation, 300 optimiser steps); the
+official settings (width 32, batch 1000, 50 epochs) are a GPU job. `gbdt-low` = boosted trees on
+voxels plus layer sums, `gbdt-high` = on the cls-high vector (362 features)."""
+
+
+def _load(plan: str) -> dict:
+    path = OUT / f"results_{plan}.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--plan", choices=list(PLANS), default="default")
@@ -155,7 +197,8 @@ def main() -> None:
     results = json.loads(store.read_text()) if store.exists() else {}
     if not args.render_only:
         n_max = max(n for n, _, _ in plan)
-        ref_all, other_all = showers(1, n_max), showers(2, n_max)
+        dataset = PLAN_DATASET[args.plan]
+        ref_all, other_all = showers(1, n_max, dataset), showers(2, n_max, dataset)
         for n, setting, dists in plan:
             ref, other = head(ref_all, n), head(other_all, n)
             for dist in dists:
@@ -164,12 +207,20 @@ def main() -> None:
                     continue
                 results[key] = run_cell(setting, distort(other, dist), ref)
                 c = results[key]
-                print(f"{setting:20s} {n:7d} {dist:18s} AUC {c['auc']:.3f} ± {c['auc_err']:.3f} "
-                      f"{'' if c['learned'] else '(did not learn) '}{c['seconds']:.1f} s",
+                print(f"{dataset:9s} {setting:14s} {n:6d} {dist:18s} AUC {c['auc']:.3f} ± "
+                      f"{c['auc_err']:.3f} {'' if c['learned'] else '(did not learn) '}"
+                      f"{c['seconds']:.1f} s",
                       flush=True)
                 tmp = store.with_suffix(".tmp")
                 tmp.write_text(json.dumps(results, indent=1))
                 os.replace(tmp, store)
+    if args.plan == "smoke":
+        tables = render(results, plan)
+    else:
+        tables = render(_load("default"), PLANS["default"])
+        ds2 = _load("ds2")
+        if ds2:
+            tables += "\n\n" + DS2_TEXT + "\n\n" + render(ds2, PLANS["ds2"])
     md = f"""## Judge power: which classifier sees what, at which size (`benchmarks/judge_power.py`)
 
 Reference: simulated dataset-1 photons; "generated": an independent simulation, distorted on
@@ -186,10 +237,11 @@ steps (caloforge's quick protocol now); `dnn-old-quick` = the same without those
 caloforge offered before); `dnn-official` = 50 epochs, width 2048 (run where a 2-core CPU
 affords it). Cells marked – were not run (time).
 
-{render(results, plan)}
+{tables}
 
 Machine: {machine()}. Timings ("s per test") are on a shared machine with other jobs running
-and only indicate cost. Plan `{args.plan}`.
+(load average around 4-5 on 2 cores while the dataset-2 block ran) and only indicate cost.
+Plan of the last run: `{args.plan}`.
 """
     update_section("judge_power", md)
     print(md)

@@ -7,11 +7,13 @@ import math
 
 import numpy as np
 import pytest
+from conftest import make_showers
 
 from caloforge.data import ShowerSet
 from caloforge.evaluation import evaluate
 from caloforge.evaluation.classifier import classifier_test, split_sizes
 from caloforge.evaluation.distortions import (
+    DISTORTIONS,
     distort,
     drop_voxels,
     move_layer_energy,
@@ -202,3 +204,14 @@ def test_official_protocol_is_left_as_it_is(monkeypatch) -> None:
     quick = classifier_test(xg, xr, "1-photons", epochs=2, width=16, batch_size=101,
                             progress=False, device="cpu", min_steps=50)
     assert len(quick.train_loss) == 7  # 2 x 396 train rows: 8 steps per epoch, 50 steps
+
+
+def test_distortions_keep_the_dtype_of_the_showers() -> None:
+    """float32 showers stay float32: a float64 copy alone is visible to a judge (layer sums
+    and widths in the file's dtype differ in their last bits)."""
+    ss = make_showers("2", 20, dtype=np.float32, seed=3)
+    for name in DISTORTIONS:
+        out = distort(ss, name)
+        assert out.showers.dtype == np.float32, name
+    scaled = distort(ss, "scale 1.10").showers
+    assert np.allclose(scaled, np.asarray(ss.showers, dtype=np.float64) * 1.1, rtol=1e-6)
