@@ -202,7 +202,7 @@ class MADERQSBlock(nn.Module):
         cols = []
         for i in range(self.features):
             t = self.spline(self.made.rows(pre, i, c))
-            ui = t(known[:, i]) if to_noise else t.inv(known[:, i])
+            ui = t(known[:, i]) if to_noise else t.inverse(known[:, i])
             cols.append(ui)
             if i < self.features - 1:
                 pre = self.made.add_feature(pre, i, ui)
@@ -213,7 +213,7 @@ class MADERQSBlock(nn.Module):
         u = torch.zeros_like(known)
         for i in range(self.features):
             t = self.spline(self.made(u, c)[:, i])
-            ui = t(known[:, i]) if to_noise else t.inv(known[:, i])
+            ui = t(known[:, i]) if to_noise else t.inverse(known[:, i])
             u = torch.cat([u[:, :i], ui[:, None], u[:, i + 1:]], 1)
         return u
 
@@ -241,7 +241,7 @@ class MADERQSBlock(nn.Module):
         if self.inverse_autoregressive:
             raw = self.made(y, c)
             t = self.spline(raw)
-            x = t.inv(y)
+            x = t.inverse(y)
         else:
             with torch.no_grad():
                 x = self._solve(y, c, to_noise=False)

@@ -65,3 +65,10 @@ class RQSTransform(MonotonicRQSTransform):
         self.vertical = knots(heights)
         d = derivatives / (1 + (derivatives / scale).abs())
         self.derivatives = torch.nn.functional.pad(d, (1, 1), value=0.0).exp()
+
+    def inverse(self, y: Tensor) -> Tensor:
+        """The inverse map ``x = RQS^-1(y)``, as ``self.inv(y)`` computes it without building
+        :attr:`inv`'s inverse-transform object, whose reference cycle with this transform
+        keeps every spline's tensors alive until Python's cycle collector runs (RSS grew by
+        ~100 MB per layer when the iCaloFlow student sampled 1000 dataset-2 showers)."""
+        return self._inverse(y)
