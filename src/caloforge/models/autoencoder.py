@@ -200,7 +200,7 @@ class ConditionalAutoencoder(nn.Module):
         p = torch.sigmoid(logit_p)
         frac = torch.exp(mu + torch.exp(ls) * eps)
         # a multiplication by the mask: ~2x faster than torch.where on CPU (torch 2.x)
-        return frac * (uniform < p), True, self.fallback(p, mu)
+        return frac * (uniform < p).to(frac.dtype), True, self.fallback(p, mu)
 
     def fallback(self, p: Tensor, mu: Tensor) -> Tensor:
         """Fractions for a layer whose sampled voxels are all empty: the decoder mean

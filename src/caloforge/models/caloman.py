@@ -548,7 +548,7 @@ class CaloMan(GeneratorModel):
         """
         p = next(self.parameters())
         e_inc = torch.as_tensor(e_inc).reshape(-1).to(device=p.device, dtype=p.dtype)
-        step = max(1, min(int(self.cfg["sample_batch"]), SAMPLE_VOXELS // self.n_voxels))
+        step = int(self.cfg["sample_batch"])
         return torch.cat([self._sample(e_inc[lo:lo + step], stochastic)
                           for lo in range(0, len(e_inc), step)]) if len(e_inc) else \
             torch.zeros(0, self.n_voxels, dtype=p.dtype, device=p.device)
@@ -568,7 +568,8 @@ class CaloMan(GeneratorModel):
         return None
 
     def _sample(self, e_inc: Tensor, stochastic: bool) -> Tensor:
-        return self._generate(e_inc, None, stochastic=stochastic)
+        chunk = max(1, SAMPLE_VOXELS // self.n_voxels)
+        return self._generate(e_inc, None, stochastic=stochastic, chunk=chunk)
 
     def from_noise(self, noise: Tensor, e_inc: Tensor) -> Tensor:
         """Deterministic sampler: standard-normal ``noise`` (N, noise_dim) and ``e_inc`` (N,)
@@ -593,9 +594,14 @@ class CaloMan(GeneratorModel):
             return (x.reshape(n, self.n_layers, -1) * y.unsqueeze(2)).reshape(n, self.n_voxels)
         return x * (y @ self.layer_mat.to(y.dtype).T)
 
-    def _generate(self, e_inc: Tensor, noise: Tensor | None, stochastic: bool) -> Tensor:
+    def _generate(self, e_inc: Tensor, noise: Tensor | None, stochastic: bool,
+                  chunk: int | None = None) -> Tensor:
         """Energy flow -> latent flow -> decoder -> inverse preprocessing -> threshold; the
-        flows and the decoder draw their own noise when ``noise`` is None."""
+        flows and the decoder draw their own noise when ``noise`` is None.
+
+        The flows run on the whole batch (few numbers a shower, many small ops); with
+        ``chunk`` the decoder and the voxel arithmetic run ``chunk`` showers at a time, so
+        their (chunk, V) temporaries stay in the CPU caches."""
         n_e = self.n_layers if self.uses_energy_flow else 0
         d = self.latent_dim
         e_layer = None
@@ -609,10 +615,23 @@ class CaloMan(GeneratorModel):
         z = (self.latent_flow.sample(c) if noise is None
              else self.latent_flow.inverse(noise[:, n_e:n_e + d], c))
         z = self.z_norm.inverse(z)
+        if chunk is not None and len(z) > chunk:
+            return torch.cat([self._decode_showers(
+                z[lo:lo + chunk], c[lo:lo + chunk], e_inc[lo:lo + chunk],
+                e_layer[lo:lo + chunk] if e_layer is not None else None,
+                None if noise is None else noise[lo:lo + chunk, n_e + d:], stochastic)
+                for lo in range(0, len(z), chunk)])
+        return self._decode_showers(z, c, e_inc, e_layer,
+                                    None if noise is None else noise[:, n_e + d:], stochastic)
+
+    def _decode_showers(self, z: Tensor, c: Tensor, e_inc: Tensor, e_layer: Tensor | None,
+                        noise: Tensor | None, stochastic: bool) -> Tensor:
+        """Latents and conditions -> showers (MeV): decoder, inverse preprocessing, layer
+        energies, threshold (``noise``: the decoder's voxel noise, or None to draw it)."""
         if noise is None:
             out, is_frac, fallback = self.autoencoder.generate(z, c, stochastic=stochastic)
         else:
-            out, is_frac, fallback = self.autoencoder.from_noise(z, c, noise[:, n_e + d:])
+            out, is_frac, fallback = self.autoencoder.from_noise(z, c, noise)
         # zero-inflated fractions are >= 0 already
         frac = out if is_frac else self._from_x(self.x_norm.inverse(out)).clamp_min(0.0)
         if self.uses_energy_flow:
@@ -623,7 +642,12 @@ class CaloMan(GeneratorModel):
             showers = self._spread_mul(frac, e_layer / (sums + 1e-16))
         else:
             showers = frac * (CALOSCORE_F * e_inc.reshape(-1, 1))
-        return showers * (showers >= float(self.cfg["threshold_mev"]))
+        # y = x if x > cut else 0: one pass with threshold (a mask product takes two), which
+        # ONNX cannot export for a non-zero cut
+        cut = float(self.cfg["threshold_mev"])
+        if torch.onnx.is_in_onnx_export():
+            return showers * (showers > cut).to(showers.dtype)
+        return nn.functional.threshold(showers, cut, 0.0)
 
     @torch.inference_mode()
     def reconstruct(self, data: ShowerSet, stochastic: bool = False) -> Tensor:
