@@ -114,9 +114,8 @@ def test_layer_flows_invert_and_logdet_matches_jacobian() -> None:
     assert layers.log_prob(x, vec).shape == (n,)
     for i in (0, 1, 44):
         sel = torch.tensor([i])
-        flow = layers.flows[i]
-        ctx = layers._flow_ctx(flow, *layers._context(layers._previous(x[:1], sel), vec[:1],
-                                                      sel))
+        flow = layers.unit(i).flow
+        ctx = layers.context(layers._previous(x[:1], sel)[:, 0], vec[:1], i)
         z_i, _ = flow(x[:1, i], ctx)
         assert torch.allclose(z_i, noise[:1, i], atol=1e-5)
         def f(z: torch.Tensor, flow: torch.nn.Module = flow, ctx: object = ctx
@@ -189,8 +188,11 @@ def test_recipes_build(name: str) -> None:
     for stage in cfg["training"]:
         train_config(cfg, stage)
     model = L2LFlows(Geometry.preset(cfg["dataset"]), cfg)
-    assert len(model.layers.flows) == (1 if cfg["shower_flow"]["shared"] else 45)
-    assert [t for t, _ in model.stage_tags()] == ["energy_flow_", "shower_flow_"]
+    assert len(model.layers.units) == (1 if cfg["shower_flow"]["shared"] else 45)
+    tags = [t for t, _ in model.stage_tags()]
+    assert tags[:1] == ["energy_flow_"]
+    assert tags[1:] == (["shower_flow_"] if cfg["shower_flow"].get("stages", "one") == "one"
+                        else [f"layer{i:02d}_" for i in range(45)])
 
 
 def test_bad_recipes_are_refused() -> None:
@@ -198,6 +200,8 @@ def test_bad_recipes_are_refused() -> None:
 
     with pytest.raises(ConfigError, match=r"shower_flow.type"):
         L2LFlows(DS2, _cfg("glow"))
+    with pytest.raises(ConfigError, match=r"shower_flow.stages"):
+        L2LFlows(DS2, _cfg(stages="per_layer"))  # shared flow: one stage only
     with pytest.raises(ConfigError, match=r"layers_per_step"):
         L2LFlows(DS2, _cfg(layers_per_step=46))
     with pytest.raises(GeometryError, match="one \\(alpha, r\\) shape"):
@@ -208,13 +212,18 @@ def test_bad_recipes_are_refused() -> None:
 # CLI
 
 
-@pytest.mark.parametrize("kind", ["conv", "maf"])
+@pytest.mark.parametrize("kind", ["conv", "maf",
+                                  pytest.param("per_layer", marks=pytest.mark.slow)])
 def test_cli_train_generate_resume_export(tmp_path: Path, kind: str) -> None:
+    """train -> generate -> train --resume (more epochs) -> export refused in one line, for
+    the conv and MAF shower flows (shared, one stage) and separate conv flows trained layer
+    by layer (45 stages)."""
     data = tmp_path / "ds2.h5"
-    write_showers(data, make_showers("2", n=96, seed=5))
+    write_showers(data, make_showers("2", n=64 if kind == "per_layer" else 96, seed=5))
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(yaml.safe_dump(_cfg(kind, layers_per_step=5,
-                                          blocks=1 if kind == "maf" else 2)))
+    cfg = (_cfg("conv", shared=False, stages="per_layer", blocks=1) if kind == "per_layer"
+           else _cfg(kind, layers_per_step=5, blocks=1 if kind == "maf" else 2))
+    recipe.write_text(yaml.safe_dump(cfg))
     run = tmp_path / "run"
     r = run_cli("train", "--model", "l2lflows", "--config", recipe, "--data", data, "-o", run,
                 "--quiet")
@@ -228,10 +237,13 @@ def test_cli_train_generate_resume_export(tmp_path: Path, kind: str) -> None:
     r = run_cli("train", "--model", "l2lflows", "--config", recipe, "--data", data, "-o", run,
                 "--quiet", "--resume", "--epochs", "2")
     assert r.returncode == 0, r.stderr
-    for tag in ("energy_flow", "shower_flow"):
-        rows = (run / f"{tag}_metrics.csv").read_text().strip().splitlines()
+    model = load_model(run / "model.pt")
+    tags = [t for t, _ in model.stage_tags()]
+    assert tags[0] == "energy_flow_" and len(tags) == (46 if kind == "per_layer" else 2)
+    for tag in tags:
+        rows = (run / f"{tag}metrics.csv").read_text().strip().splitlines()
         assert len(rows) == 1 + 2, (tag, rows)
-    assert load_model(run / "model.pt").shower_cfg["type"] == kind
+    assert model.shower_cfg["type"] == ("conv" if kind == "per_layer" else kind)
     r = run_cli("export", "--checkpoint", run / "model.pt", "-o", tmp_path / "m.onnx")
     assert r.returncode != 0 and "l2lflows" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr

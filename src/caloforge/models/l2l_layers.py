@@ -12,7 +12,8 @@ as published: 45 separate flows). The flow of a layer is
 
 The condition vector ``[2 log10(E_inc/GeV) - 3, c(E_1..E_L), c(E_i), one-hot(i)]`` with
 ``c(E) = log10(E / 100 GeV + 1e-8) - 1`` goes through a learned embedding
-(:class:`~caloforge.flows.embedding.ContextEmbedding`) shared by all layers.
+(:class:`~caloforge.flows.embedding.ContextEmbedding`), one per flow (so that separate
+per-layer flows can be trained one after the other).
 
 Inputs ``x`` are the preprocessed layers (N, L, V_layer) of :mod:`caloforge.models.l2lflows`
 (logit space). Sampling is causal: layer i is one flow inverse (one pass for ``conv``) given
@@ -32,7 +33,15 @@ from caloforge.flows.base import standard_normal_log_prob
 from caloforge.flows.conv_coupling import ConvCouplingFlow
 from caloforge.flows.embedding import ContextEmbedding
 
-__all__ = ["LayerFlows"]
+__all__ = ["LayerFlows", "LayerUnit"]
+
+
+class LayerUnit(nn.Module):
+    """The condition embedding and the flow of one layer (or of all, when shared)."""
+
+    def __init__(self, embed: nn.Module, flow: nn.Module) -> None:
+        super().__init__()
+        self.embed, self.flow = embed, flow
 
 
 class LayerFlows(nn.Module):
@@ -50,10 +59,10 @@ class LayerFlows(nn.Module):
         self.V = self.shape[0] * self.shape[1]
         self.type, self.k, self.shared = cfg["type"], int(cfg["context_layers"]), cfg["shared"]
         n_vec = 2 + self.L + (self.L if self.shared else 0)
-        self.embed = ContextEmbedding(n_vec, cfg["embedding"], hidden=(64,))
-        n_flows = 1 if self.shared else self.L
-        self.flows = nn.ModuleList(self._build(cfg, cfg["seed"] + 1000 * g)
-                                   for g in range(n_flows))
+        n_units = 1 if self.shared else self.L
+        self.units = nn.ModuleList(
+            LayerUnit(ContextEmbedding(n_vec, cfg["embedding"], hidden=(64,)),
+                      self._build(cfg, cfg["seed"] + 1000 * g)) for g in range(n_units))
 
     def _build(self, cfg: dict[str, Any], seed: int) -> nn.Module:
         if self.type == "conv":
@@ -65,7 +74,12 @@ class LayerFlows(nn.Module):
                    permutations=random_permutations(self.V, cfg["blocks"], seed))
 
     # -- conditions ---------------------------------------------------------------------------
-    def _context(self, prev: Tensor, vec: Tensor, layers: Tensor) -> tuple[Tensor, Tensor]:
+    def unit(self, i: int) -> LayerUnit:
+        """The embedding and flow of layer ``i``."""
+        return self.units[0 if self.shared else i]
+
+    def _context(self, prev: Tensor, vec: Tensor, layers: Tensor, embed: nn.Module
+                 ) -> tuple[Tensor, Tensor]:
         """Condition images (M, k, A, R) and embedded vector (M, E) for M = N * len(layers)
         rows (shower-major), given the previous layers ``prev`` (N, len(layers), k, V)."""
         n, m = len(vec), len(layers)
@@ -74,7 +88,7 @@ class LayerFlows(nn.Module):
         if self.shared:
             onehot = F.one_hot(layers, self.L).to(vec.dtype)
             parts.append(onehot[None].expand(n, m, self.L))
-        h = self.embed(torch.cat(parts, 2).reshape(n * m, -1))
+        h = embed(torch.cat(parts, 2).reshape(n * m, -1))
         return prev.reshape(n * m, self.k, *self.shape), h
 
     def _previous(self, x: Tensor, layers: Tensor) -> Tensor:
@@ -83,10 +97,15 @@ class LayerFlows(nn.Module):
         idx = layers[:, None] + torch.arange(self.k, device=x.device)[None]  # i-k+j -> i+j
         return pad[:, idx]
 
-    def _flow_ctx(self, flow: nn.Module, cond: Tensor, h: Tensor) -> Any:
+    def _flow_ctx(self, cond: Tensor, h: Tensor) -> Any:
         if self.type == "conv":
             return (cond, h)
         return torch.cat([h, cond.flatten(1)], 1)
+
+    def context(self, prev: Tensor, vec: Tensor, i: int) -> Any:
+        """Layer ``i``'s flow context from its previous layers ``prev`` (N, k, V)."""
+        layer = torch.tensor([i], device=vec.device)
+        return self._flow_ctx(*self._context(prev[:, None], vec, layer, self.unit(i).embed))
 
     # -- density ------------------------------------------------------------------------------
     def log_prob(self, x: Tensor, vec: Tensor, layers: Tensor | None = None) -> Tensor:
@@ -95,17 +114,15 @@ class LayerFlows(nn.Module):
         if layers is None:
             layers = torch.arange(self.L, device=x.device)
         n, m = len(x), len(layers)
-        cond, h = self._context(self._previous(x, layers), vec, layers)
-        xs = x[:, layers].reshape(n * m, self.V)
+        prev = self._previous(x, layers)
         if self.shared:
-            flow = self.flows[0]
-            z, ladj = flow(xs, self._flow_ctx(flow, cond, h))
+            unit = self.units[0]
+            cond, h = self._context(prev, vec, layers, unit.embed)
+            z, ladj = unit.flow(x[:, layers].reshape(n * m, self.V), self._flow_ctx(cond, h))
             return (standard_normal_log_prob(z) + ladj).reshape(n, m).sum(1)
-        cond, h, xs = (t.reshape(n, m, *t.shape[1:]) for t in (cond, h, xs))
         total = x.new_zeros(n)
         for j, i in enumerate(layers.tolist()):
-            flow = self.flows[i]
-            z, ladj = flow(xs[:, j], self._flow_ctx(flow, cond[:, j], h[:, j]))
+            z, ladj = self.unit(i).flow(x[:, i], self.context(prev[:, j], vec, i))
             total = total + standard_normal_log_prob(z) + ladj
         return total
 
@@ -118,10 +135,7 @@ class LayerFlows(nn.Module):
             noise = torch.randn(n, self.L, self.V, dtype=vec.dtype).to(vec.device)
         out = vec.new_zeros(n, self.L, self.V)
         for i in range(self.L):
-            layer = torch.tensor([i], device=vec.device)
             prev = out[:, max(0, i - self.k):i]
-            prev = F.pad(prev, (0, 0, self.k - prev.shape[1], 0))[:, None]
-            cond, h = self._context(prev, vec, layer)
-            flow = self.flows[0 if self.shared else i]
-            out[:, i] = flow.inverse(noise[:, i], self._flow_ctx(flow, cond, h))
+            prev = F.pad(prev, (0, 0, self.k - prev.shape[1], 0))
+            out[:, i] = self.unit(i).flow.inverse(noise[:, i], self.context(prev, vec, i))
         return out

@@ -97,7 +97,7 @@ PREPROCESSING_DEFAULTS: dict[str, float] = {
 SHOWER_DEFAULTS: dict[str, Any] = {
     "type": "conv", "shared": False, "context_layers": 1, "embedding": 16, "blocks": 8,
     "squeeze": 2, "bins": 8, "width": 32, "bound": 5.0, "hidden": [256],
-    "layers_per_step": None, "seed": 2}
+    "layers_per_step": None, "stages": "one", "seed": 2}
 SAMPLING_DEFAULTS: dict[str, Any] = {"batch_size": 1000}
 MAX_REDRAWS = 20  # veto redraw rounds before the remaining showers are kept as they are
 
@@ -132,6 +132,10 @@ class L2LFlows(GeneratorModel):
         if s["type"] not in ("conv", "maf"):
             raise ConfigError(f"{source}[shower_flow.type]: expected 'conv' or 'maf', found "
                               f"{s['type']!r}")
+        if s["stages"] not in ("one", "per_layer") or (s["stages"] == "per_layer"
+                                                        and s["shared"]):
+            raise ConfigError(f"{source}[shower_flow.stages]: expected 'one' or (with shared: "
+                              f"false) 'per_layer', found {s['stages']!r}")
         L = geometry.n_layers
         m = s["layers_per_step"]
         if m is not None and (isinstance(m, bool) or not isinstance(m, int) or not 1 <= m <= L):
@@ -246,10 +250,23 @@ class L2LFlows(GeneratorModel):
             layers = torch.randperm(L)[:m].sort().values.to(x.device)
             return -flows.log_prob(x, vec, layers).mean() * (L / m)
 
+        def layer_loss(i: int) -> Callable[[torch.nn.Module, tuple[Tensor, ...]], Tensor]:
+            sel = torch.tensor([i])
+
+            def loss(unit: torch.nn.Module, batch: tuple[Tensor, ...]) -> Tensor:
+                x, vec = batch
+                return -self.layers.log_prob(x, vec, sel.to(x.device)).mean()
+            return loss
+
+        stages: list[tuple[str, torch.nn.Module, Any, tuple[str, ...], Any, Any]] = [
+            ("energy_flow", self.energy_flow, cfg_e, ("x1", "c1"), energy_loss, None)]
+        if self.shower_cfg["stages"] == "per_layer":  # as published: flow i alone, in order
+            stages += [(f"layer{i:02d}", self.layers.units[i], cfg_s, ("x", "vec"),
+                        layer_loss(i), score if i == L - 1 else None) for i in range(L)]
+        else:
+            stages.append(("shower_flow", self.layers, cfg_s, ("x", "vec"), shower_loss, score))
         history: dict[str, list[float]] = {}
-        for name, module, cfg, keys, loss, sc in (
-                ("energy_flow", self.energy_flow, cfg_e, ("x1", "c1"), energy_loss, None),
-                ("shower_flow", self.layers, cfg_s, ("x", "vec"), shower_loss, score)):
+        for name, module, cfg, keys, loss, sc in stages:
             fn = self._batch_fn(keys, cfg.torch_dtype)
             va = stream.TensorBatches(val_src, fn, cfg.seed + 1) if val_src is not None else None
             h = train_stage(module, loss, stream.TensorBatches(source, fn, cfg.seed), va, cfg,
@@ -257,6 +274,15 @@ class L2LFlows(GeneratorModel):
             history.update({f"{name}_{k}": v for k, v in h.items()})
         self.eval()
         return history
+
+    def stage_tags(self) -> list[tuple[str, str]]:
+        """``energy_flow_`` then ``shower_flow_`` (all layers in one stage) or, with
+        ``shower_flow.stages: per_layer``, ``layer00_`` .. ``layer44_`` ("layer 0", ...)."""
+        tags = [("energy_flow_", "energy flow")]
+        if self.shower_cfg["stages"] == "per_layer":
+            return tags + [(f"layer{i:02d}_", f"layer {i}")
+                           for i in range(self.geometry.n_layers)]
+        return [*tags, ("shower_flow_", "shower flows (all layers)")]
 
     # -- generation ---------------------------------------------------------------------------
     def _dtype_device(self, module: torch.nn.Module) -> tuple[torch.dtype, torch.device]:
