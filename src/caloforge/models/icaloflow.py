@@ -40,9 +40,8 @@ Recipe (YAML; every key has a default)::
 drawn at random without replacement, a cheaper epoch for CPU recipes).
 
 References:
-    C. Krause, D. Shih, "Accelerating Accurate Simulation of Calorimeter Showers with
-    Normalizing Flows and Probability Density Distillation" (iCaloFlow), arXiv:2210.14245
-    and arXiv:2305.11934 (the inductive CaloFlow for datasets 2 and 3).
+    M. R. Buckley, C. Krause, I. Pang, D. Shih, "Inductive CaloFlow", arXiv:2305.11934
+    (iCaloFlow for datasets 2 and 3; code claudius-krause/inductive-caloflow).
     C. Krause, D. Shih, "CaloFlow", arXiv:2106.05285; "CaloFlow II", arXiv:2110.11377.
 """
 
