@@ -10,11 +10,21 @@ BENCHMARKS.md.
 
 Usage:
     python benchmarks/evaluate.py [--showers 121000] [--epochs 1] [--threads 2] [--no-report]
+    python benchmarks/evaluate.py --plots-section [--showers 3000] [--threads 1]
+
+``--plots-section`` times ``evaluate -m hist`` with and without pictures instead (issue 15
+item 4) on simulated datasets 1 (photons), 2 and 3 at ``--showers`` per side (default 3,000):
+the computation alone (API, no output directory), ``plots="none"`` (metrics.json and a report
+with tables), ``"summary"`` (default: inline SVG histograms, PNG mosaics of the average
+showers) and ``"all"`` (the matplotlib PNGs). Wall and CPU seconds (``time.process_time``:
+less sensitive to other jobs on a shared machine) and CPU time relative to the computation;
+the ``evaluate_plots`` section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -26,10 +36,70 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _report import machine, table, update_section  # noqa: E402
 
+from caloforge.data import ShowerSet, read_showers, write_showers  # noqa: E402
 from caloforge.evaluation import evaluate  # noqa: E402
 from caloforge.simulate import simulate  # noqa: E402
 
 OFFICIAL_EPOCHS = 50
+#: Picture settings timed by ``--plots-section`` ("api" = no output directory at all).
+PLOT_SETTINGS = ("api", "none", "summary", "all")
+
+
+def _cached(dataset: str, n: int, seed: int) -> ShowerSet:
+    """Simulated showers, cached under $TMPDIR/caloforge_bench (not in the repository)."""
+    path = Path(tempfile.gettempdir()) / "caloforge_bench" / f"{dataset}_seed{seed}_{n}.h5"
+    if path.exists():
+        return read_showers(path, dataset)
+    ss = simulate(dataset, n, seed=seed, progress=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_showers(path, ss, overwrite=True)
+    return ss
+
+
+def plots_section(showers: int, datasets: list[str], write: bool) -> None:
+    """Time ``-m hist`` with every picture setting; render the ``evaluate_plots`` section."""
+    rows = []
+    for ds in datasets:
+        ref, gen = _cached(ds, showers, 1), _cached(ds, showers, 2)
+        base_cpu = None
+        for setting in PLOT_SETTINGS:
+            with tempfile.TemporaryDirectory() as tmp:
+                out = None if setting == "api" else Path(tmp) / "eval"
+                t0, c0 = time.perf_counter(), time.process_time()
+                evaluate(gen, ref, "hist", out, progress=False,
+                         plots="none" if setting == "api" else setting)
+                wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+                size = (out / "report.html").stat().st_size / 1e6 if out else 0.0
+                n_png = len(list((out / "plots").glob("*.png"))) if out else 0
+            base_cpu = cpu if setting == "api" else base_cpu
+            label = "computation only (API, no output)" if setting == "api" else \
+                f"`--plots {setting}`"
+            rows.append([ds, label, f"{wall:.2f}", f"{cpu:.2f}", f"{cpu / base_cpu:.2f}",
+                         f"{size:.2f}" if out else "–", n_png])
+            print(" | ".join(map(str, rows[-1])), flush=True)
+    md = "\n".join([
+        "## Evaluation pictures: `evaluate -m hist` with and without plots "
+        "(`benchmarks/evaluate.py --plots-section`)",
+        "",
+        f"Machine: {machine()}. Shared with other jobs (load average 4-6 on 2 cores while "
+        "this ran): wall times are upper bounds; CPU seconds (`time.process_time` of the "
+        "process) are the steadier measure, and the ratio uses them.",
+        "",
+        f"{showers:,} generated vs {showers:,} reference showers per dataset (reference "
+        "simulator, seeds 2 and 1, simulated beforehand and read from HDF5). Every row runs "
+        "features, all histograms and separation powers; the rows differ only in pictures. "
+        "`summary` (the default) puts every histogram into report.html as inline SVG and each "
+        "average shower as one PNG mosaic; `all` draws the matplotlib PNGs of before "
+        "(histograms with ratio panels, polar average showers) into report.html and plots/.",
+        "",
+        table(["dataset", "pictures", "wall s", "CPU s", "CPU / computation",
+               "report.html MB", "PNG files"], rows),
+        "",
+        f"Reproduce: `python benchmarks/evaluate.py --plots-section --showers {showers}`.",
+    ])
+    print(md)
+    if write:
+        update_section("evaluate_plots", md)
 
 
 def main() -> None:
@@ -39,8 +109,17 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=2048, help="classifier width")
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
     ap.add_argument("--no-report", action="store_true", help="do not touch BENCHMARKS.md")
+    ap.add_argument("--plots-section", action="store_true",
+                    help="time -m hist with and without pictures on datasets 1, 2, 3 instead")
+    ap.add_argument("--datasets", default="1-photons,2,3",
+                    help="datasets of --plots-section (comma-separated)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.plots_section:
+        os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+        plots_section(args.showers if args.showers != 121_000 else 3000,
+                      args.datasets.split(","), not args.no_report)
+        return
     t0 = time.perf_counter()
     ref = simulate("1-photons", args.showers, seed=1)
     gen = simulate("1-photons", args.showers, seed=2)

@@ -111,7 +111,8 @@ def test_pictures_and_report(tmp_path):
                    layers=(Layer(id=0, r_edges=(0.0, 1.0, 3.0)),
                            Layer(id=5, r_edges=(0.0, 2.0, 4.0), n_alpha=4)))
     out = tmp_path / "report"
-    m = evaluate(toy(geo, 200, 1, scale=1.1), toy(geo, 200, 2), "hist", out, progress=False)
+    gen, ref = toy(geo, 200, 1, scale=1.1), toy(geo, 200, 2)
+    m = evaluate(gen, ref, "hist", out, progress=False, plots="all")
     pngs = sorted(p.name for p in (out / "plots").glob("*.png"))
     assert {"E_ratio.png", "EC_eta_5.png", "voxel.png", "average_shower.png"} <= set(pngs)
     assert len(pngs) == len(m["separation_power"]) + 1 + sum(
@@ -121,6 +122,23 @@ def test_pictures_and_report(tmp_path):
     assert "Separation power per histogram" in html
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["separation_power"] == pytest.approx(m["separation_power"])
+    # default pictures: every histogram as inline SVG, average showers as PNG mosaics
+    summary = evaluate(gen, ref, "hist", tmp_path / "summary", progress=False)
+    assert summary["separation_power"] == pytest.approx(m["separation_power"])
+    html = (tmp_path / "summary" / "report.html").read_text()
+    assert html.count("<svg") == len(m["separation_power"])
+    for name, value in m["separation_power"].items():
+        assert f"<title>{name}  S = {value:.4f}</title>" in html
+    n_avg = 1 + sum(n.startswith("average_shower_E") for n in pngs)
+    assert html.count("data:image/png;base64,") == n_avg == html.count("<figcaption>")
+    assert "top block reference, bottom block generated" in html
+    assert not (tmp_path / "summary" / "plots").exists()
+    evaluate(gen, ref, "hist", tmp_path / "none", progress=False, plots="none")
+    html = (tmp_path / "none" / "report.html").read_text()
+    assert "<svg" not in html and "data:image/png" not in html
+    assert "Separation power per histogram" in html
+    with pytest.raises(ConfigError, match="--plots: expected one of summary, all, none"):
+        evaluate(gen, ref, "hist", tmp_path / "bad", progress=False, plots="some")
 
 
 def test_other_geometries_get_automatic_binnings():

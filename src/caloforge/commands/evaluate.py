@@ -13,8 +13,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "evaluate", help="CaloChallenge metrics: histograms, classifier AUC, FPD/KPD, PRDC",
         description="Compare generated showers with reference showers using the CaloChallenge "
-                    "evaluation. Writes OUTDIR/metrics.json, OUTDIR/report.html and "
-                    "OUTDIR/plots/*.png.")
+                    "evaluation. Writes OUTDIR/metrics.json and OUTDIR/report.html (with "
+                    "every histogram as inline SVG), and OUTDIR/plots/*.png with --plots all.")
     p.add_argument("-g", "--generated", required=True, nargs="+", metavar="GENERATED.h5",
                    help="generated showers: one or more CaloChallenge or CaloGAN files of one "
                         "geometry (read block by block, never loaded whole)")
@@ -56,6 +56,11 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--sums", choices=("file", "float64"), default="file",
                    help="sum layer energies in the files' dtype like the official evaluate.py "
                         "(default) or in float64")
+    p.add_argument("--plots", choices=("summary", "all", "none"), default="summary",
+                   help="pictures: summary (default: every histogram as inline SVG and the "
+                        "average showers as PNG mosaics in report.html, cheap), all (matplotlib "
+                        "PNGs of every histogram and polar average showers, in report.html and "
+                        "OUTDIR/plots/, slow: minutes on dataset 3) or none")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output directory")
@@ -106,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
                        device=args.device, progress=not args.quiet, subsample=args.subsample,
                        overwrite=args.overwrite, sums=args.sums,
                        resnet_width=args.resnet_width, resnet_batch=args.resnet_batch,
-                       resnet_lr=args.resnet_lr, min_steps=args.min_steps)
+                       resnet_lr=args.resnet_lr, min_steps=args.min_steps, plots=args.plots)
     for line in _lines(metrics):
         print(line)
     print(f"wrote {args.output}/metrics.json and {args.output}/report.html")

@@ -82,8 +82,9 @@ def _table(rows: list[tuple[str, str]]) -> str:
     return f"<table>{body}</table>"
 
 
-def render_html(metrics: dict, images: list[tuple[str, str, bytes]]) -> str:
-    """The report page: summary, metrics, separation powers and every image by section."""
+def render_html(metrics: dict, images: list[tuple[str, str, bytes | str]]) -> str:
+    """The report page: summary, metrics, separation powers and every image by section
+    (PNG bytes become ``<img>``; strings are inline SVG/HTML fragments, placed as they are)."""
     info = [("dataset", str(metrics.get("dataset"))),
             ("showers (generated / reference)",
              f"{metrics.get('n_generated')} / {metrics.get('n_reference')}"),
@@ -94,7 +95,9 @@ def render_html(metrics: dict, images: list[tuple[str, str, bytes]]) -> str:
              "<title>caloforge evaluation</title><style>",
              "body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;"
              "margin-bottom:1em}td{border:1px solid #ccc;padding:2px 8px}"
-             "img{max-width:32%;margin:2px;vertical-align:top}",
+             "img{max-width:32%;margin:2px;vertical-align:top}img.wide{max-width:100%}"
+             "svg{margin:2px;vertical-align:top}figure{margin:0 0 1em 0}"
+             "figcaption{font-size:small;color:#444}",
              "</style></head><body><h1>caloforge evaluation</h1>",
              _table(info), "<h2>Metrics</h2>", _table(_rows(metrics))]
     seps = metrics.get("separation_power") or {}
@@ -106,6 +109,9 @@ def render_html(metrics: dict, images: list[tuple[str, str, bytes]]) -> str:
         if sec != section:
             parts.append(f"<h2>{html.escape(sec)}</h2>")
             section = sec
+        if isinstance(png, str):  # an inline SVG or HTML figure
+            parts.append(png)
+            continue
         data = base64.b64encode(png).decode()
         parts.append(f"<img alt='{html.escape(name)}' title='{html.escape(name)}' "
                      f"src='data:image/png;base64,{data}'>")
