@@ -60,13 +60,12 @@ class CylinderConv(nn.Conv2d):
     ("same" size for stride 1; ``ceil(R / 2)`` radial bins for radial stride 2)."""
 
     def __init__(self, cin: int, cout: int, kernel: int = 3, r_stride: int = 1) -> None:
-        super().__init__(cin, cout, kernel, stride=(1, r_stride), padding=0)
-        self.pad = kernel // 2
+        super().__init__(cin, cout, kernel, stride=(1, r_stride), padding=(0, kernel // 2))
+        self.pad = kernel // 2  # zeros in r: the convolution's own padding
 
     def forward(self, x: Tensor) -> Tensor:
         p = self.pad
         if p:
-            x = F.pad(x, (p, p, 0, 0))  # zeros in r
             x = torch.cat([x[:, :, -p:], x, x[:, :, :p]], 2)  # circular in alpha
         return super().forward(x)
 
