@@ -241,8 +241,11 @@ def test_recipes_build(name: str) -> None:
 
 @pytest.mark.slow
 def test_teacher_learns_on_dataset_2(tmp_path: Path) -> None:
-    """The 2-cpu recipe trained on simulator showers: the boosted-tree classifier separates
-    its showers from reference ones clearly worse than an untrained model's."""
+    """The 2-cpu recipe trained (streamed) on simulator showers: the high-level-feature
+    histograms of its showers separate from reference ones clearly less than an untrained
+    model's (mean separation power). The boosted-tree classifier is recorded too, but with
+    this few-minute recipe it still tells both models apart completely (AUC 1.0 for both on
+    cls-gbdt-high, measured), so it cannot be the criterion here."""
     from caloforge.config import load_config
     from caloforge.data import ShowerSet
     from caloforge.evaluation import evaluate
@@ -256,11 +259,11 @@ def test_teacher_learns_on_dataset_2(tmp_path: Path) -> None:
     untrained = ICaloFlow(DS2, cfg)
     model = ICaloFlow(DS2, cfg)
     model.fit(path, None, progress=False)
-    aucs = {}
+    sep = {}
     for name, m in (("untrained", untrained), ("trained", model)):
         torch.manual_seed(1)
         gen = ShowerSet(test.e_inc, m.sample(torch.as_tensor(test.e_inc)).double().numpy(),
                         test.geometry)
-        res = evaluate(gen, test, modes=("cls-gbdt-high",), progress=False, device="cpu")
-        aucs[name] = res["auc_gbdt_high"]
-    assert aucs["trained"] < aucs["untrained"] - 0.05, aucs
+        res = evaluate(gen, test, modes=("hist",), progress=False, device="cpu")
+        sep[name] = res["mean_separation_power"]
+    assert sep["trained"] < sep["untrained"] - 0.15, sep  # measured: 0.29 vs 0.56
