@@ -16,8 +16,11 @@ The shower is generated layer by layer (seed talk 001, part II):
    MADE-RQS MAF per layer, the previous layer(s) in the MADE context).
 
 **Weight sharing** (``shower_flow.shared``): ``false`` builds L separate flows as published
-(one per layer; they are trained together in one stage on the same batches, which for
-independent flows with per-parameter Adam is the same as training them one after the other);
+(one per layer; by default trained together in one stage on the same batches, which for
+independent flows with per-parameter Adam and no ``grad_clip`` is the same as training them
+one after the other on those batches);
+``stages: per_layer`` trains the separate flows one after the other instead (stages
+``layer00_`` .. ``layer44_``, as published: one layer's activations in memory at a time).
 ``true`` builds one flow for all layers that also reads a one-hot of the layer index. The
 published-size recipes ``configs/l2lflows/{2,3}.yaml`` keep ``shared: false`` (the model of
 the paper); the CPU twins use ``shared: true``, which is L times smaller and trains every
@@ -44,7 +47,8 @@ Recipe (YAML; every key has a default)::
     energy_flow: {transforms: 6, hidden: [64, 64], bins: 8, bound: 14.0, dropout: 0.0, seed: 1}
     shower_flow: {type: conv, shared: false, context_layers: 1, embedding: 16, blocks: 8,
                   squeeze: 2, bins: 8, width: 32, bound: 5.0, hidden: [256],
-                  layers_per_step: null, seed: 2}     # hidden: maf only; squeeze/width: conv
+                  layers_per_step: null, stages: one, seed: 2}
+                  # hidden: maf only; squeeze/width: conv; stages: one | per_layer
     sampling: {batch_size: 1000}
     training: {energy_flow: {<TrainConfig>}, shower_flow: {<TrainConfig>}}
 
