@@ -89,7 +89,7 @@ class RQSCoupling(nn.Module):
 
     def inverse(self, y: Tensor, h: Tensor | None = None) -> Tensor:
         y_a, y_b = y[:, self.idx_a], y[:, self.idx_b]
-        x_b = self._spline(y_a, h).inv(y_b)
+        x_b = self._spline(y_a, h).inverse(y_b)
         return torch.cat([y_a, x_b], 1)[:, self.order]
 
 
