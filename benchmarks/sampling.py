@@ -23,9 +23,15 @@ reported).
 The CaloMan part also reproduces the seed talk's timing table: batch sizes 500 ... 50,000
 over 100,000 showers (``--caloman-total``).
 
+Datasets 2 and 3 (``--datasets 2,3``; issue 12 item 6, issue 13 item 5) are a separate section,
+``sampling_layerwise``, measured by :mod:`sampling_layerwise` (the layer-by-layer flows,
+CaloMan and VAE+INN at their ``-cpu`` and full recipe sizes, one and two threads, beside the
+CaloChallenge's own timing figures).
+
 Usage::
 
     python benchmarks/sampling.py                 # CPU, writes the "sampling" section
+    python benchmarks/sampling.py --datasets 2,3  # the dataset-2/3 section (see sampling_layerwise)
     python benchmarks/sampling.py --device cuda   # on a GPU
     python benchmarks/sampling.py --quick         # batch sizes 1 and 100 only, no compile
 """
@@ -390,7 +396,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--section", default="sampling", help="BENCHMARKS.md section to write")
     ap.add_argument("--render-only", action="store_true",
                     help="rewrite the section from benchmarks/out/sampling/DEVICE.json")
-    args = ap.parse_args(argv)
+    ap.add_argument("--datasets", default="",
+                    help="e.g. 2,3: the dataset-2/3 rows instead; then every option is "
+                    "benchmarks/sampling_layerwise.py's (its --help lists them)")
+    args, rest = ap.parse_known_args(argv)
+    if args.datasets:  # every option goes to the dataset-2/3 script, which checks them
+        import sampling_layerwise
+
+        return sampling_layerwise.main(sys.argv[1:] if argv is None else list(argv))
+    if rest:
+        ap.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.render_only:
         path = ROOT / "benchmarks" / "out" / "sampling" / f"{torch.device(args.device).type}.json"
         run = json.loads(path.read_text())
