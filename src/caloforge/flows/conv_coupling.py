@@ -180,7 +180,7 @@ class ConvRQSCoupling(nn.Module):
 
     def inverse(self, y: Tensor, cond: Tensor | None, h: Tensor | None) -> Tensor:
         a, b = self._split(y)
-        return self._join(a, self._spline(a, cond, h).inv(b))
+        return self._join(a, self._spline(a, cond, h).inverse(b))
 
 
 class ConvCouplingFlow(ConditionalFlow):
