@@ -92,3 +92,23 @@ def test_official_vector_sizes_and_chunking(monkeypatch):
     np.testing.assert_allclose(exact["EC_eta_1"],
                                xt[:, 8:108] @ eta / (xt[:, 8:108].sum(1) + 1e-16), rtol=1e-10)
     assert not np.array_equal(exact["E_tot"], full["E_tot"])
+
+
+def test_pair_sums_compares_mixed_dtypes_in_the_reference_dtype():
+    """A float64 copy of float32 showers must give the float32 features exactly: summing each
+    side in its own dtype let boosted trees tell identical dataset-2 showers apart (AUC 0.91)."""
+    from conftest import make_showers
+
+    from caloforge.features import pair_sums
+
+    ref = make_showers("2", n=20, dtype=np.float32, seed=3)
+    copy = ShowerSet(ref.e_inc, ref.showers.astype(np.float64), ref.geometry)
+    assert pair_sums(ref, ref) == "file"
+    assert pair_sums(copy, ref) == "float32" and pair_sums(ref, copy) == "float64"
+    assert pair_sums(copy, ref, "float64") == "float64"
+    fr = high_level_features(ref)
+    fc = high_level_features(copy, sums=pair_sums(copy, ref))
+    for k in fr:
+        np.testing.assert_array_equal(fc[k], fr[k], err_msg=k)
+    own = high_level_features(copy)  # its own dtype: the sums differ in the last bits
+    assert any(not np.array_equal(own[k], fr[k]) for k in fr)

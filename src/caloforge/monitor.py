@@ -87,15 +87,19 @@ def classifier_score(sample: Callable[[Tensor], Tensor], val: ShowerSet | None, 
     the ``cls-high`` vector (fixed subset and noise as :func:`histogram_score`)."""
     from caloforge.evaluation.gbdt import gbdt_test
     from caloforge.evaluation.inputs import high_level_vector
-    from caloforge.features import high_level_features
+    from caloforge.features import high_level_features, pair_sums
 
     ref = _monitor_reference(val, n, seed, source, monitor)
     thr = ref.geometry.eval_threshold
-    x_ref = high_level_vector(high_level_features(ref, thr), ref)
+    x_ref = None
 
     def score(_module: nn.Module) -> float:
+        nonlocal x_ref
         gen = _generate_like(sample, ref, seed)
-        x_gen = high_level_vector(high_level_features(gen, thr), gen)
+        sums = pair_sums(gen, ref)
+        if x_ref is None or sums != "file":  # one sum dtype for both sides
+            x_ref = high_level_vector(high_level_features(ref, thr, sums), ref)
+        x_gen = high_level_vector(high_level_features(gen, thr, sums), gen)
         x_gen = np.where(np.isfinite(x_gen), x_gen, -1e3)  # a broken shower is easy to spot
         return gbdt_test(x_gen, x_ref, ref.geometry.name, seed=seed, max_iter=100).auc
 

@@ -7,7 +7,7 @@ import numpy as np
 from caloforge.data import ShowerSet, subsample
 from caloforge.errors import DataError, GeometryError
 from caloforge.evaluation.histograms import hlf_histograms
-from caloforge.features import high_level_features
+from caloforge.features import high_level_features, pair_sums
 
 
 def check_compatible(generated: ShowerSet, reference: ShowerSet, *, equal_n: bool = False,
@@ -47,6 +47,7 @@ def mean_separation_power(generated: ShowerSet, reference: ShowerSet) -> float:
     """
     generated, reference = check_compatible(generated, reference)
     thr = reference.geometry.eval_threshold
-    hists = hlf_histograms(high_level_features(generated, thr),
-                           high_level_features(reference, thr), reference.geometry, thr)
+    sums = pair_sums(generated, reference)
+    hists = hlf_histograms(high_level_features(generated, thr, sums),
+                           high_level_features(reference, thr, sums), reference.geometry, thr)
     return float(np.mean([h.separation for h in hists.values()]))

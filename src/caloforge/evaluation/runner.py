@@ -82,7 +82,7 @@ from caloforge.evaluation.prdc import PRDC_MAX_SAMPLES, shower_prdc
 from caloforge.evaluation.report import clean, render_html, write_bytes, write_json
 from caloforge.evaluation.scratch import scratch_file, write_scratch
 from caloforge.evaluation.verdict import ClassifierResult, reading
-from caloforge.features import CHUNK_VALUES, apply_threshold, high_level_features
+from caloforge.features import CHUNK_VALUES, apply_threshold, high_level_features, pair_sums
 from caloforge.geometry import Geometry
 
 MODES = ("hist", "cls-low", "cls-low-normed", "cls-high", "cls-gbdt-low", "cls-gbdt-high",
@@ -449,8 +449,11 @@ def evaluate(generated: ShowerSet, reference: ShowerSet, modes: str | Iterable[s
     feats = None
     if any(m in todo for m in ("hist", "cls-high", "cls-gbdt-high", "fpd", "kpd")):
         with _timed(timing, "features"):
-            feats = (high_level_features(generated, thr, sums),
-                     high_level_features(reference, thr, sums))
+            both = pair_sums(generated, reference, sums)
+            if both != sums:
+                metrics["settings"]["sums"] = both  # dtypes differ: one sum dtype for both
+            feats = (high_level_features(generated, thr, both),
+                     high_level_features(reference, thr, both))
     if "hist" in todo:
         with _timed(timing, "hist"):
             images += _hist_stage(generated, reference, feats, thr, metrics,
