@@ -239,8 +239,10 @@ affords it). Cells marked – were not run (time).
 
 {tables}
 
-Machine: {machine()}. Timings ("s per test") are on a shared machine with other jobs running
-(load average around 4-5 on 2 cores while the dataset-2 block ran) and only indicate cost.
+Machine: {machine()} (the thread count of the last run, the dataset-2 block; the dataset-1
+tables were measured with 2 threads). Timings ("s per test") are on a shared machine with other
+jobs running (load average around 4-5 on 2 cores while the dataset-2 block ran) and only
+indicate cost.
 Plan of the last run: `{args.plan}`.
 """
     update_section("judge_power", md)
