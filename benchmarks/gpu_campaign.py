@@ -265,9 +265,12 @@ def build(name: str, cfg: dict[str, Any], device: Any) -> Any:
     return model.to(device).eval()
 
 
-def sampler_rows() -> list[tuple[str, str, str, str, str | None]]:
+def sampler_rows(smoke: bool = False) -> list[tuple[str, str, str, str, str | None]]:
     """(key, label, model name, recipe, MAF solver) of every shipped sampler: the dataset-1
-    photon models and every recipe under ``configs/`` for datasets 2 and 3."""
+    photon models and every recipe under ``configs/`` for datasets 2 and 3 (keys
+    ``<model>-ds<d>`` plus ``-cpu`` etc. from the recipe name). ``smoke``: of datasets 2 and 3
+    only the dataset-2 ``-cpu`` recipes of the one-pass samplers (the sequential MAF teachers
+    take seconds per call even at toy sizes on a CPU)."""
     rows: list[tuple[str, str, str, str, str | None]] = [
         ("teacher-full", "CaloFlow teacher (MAF), textbook inverse", "caloflow",
          "caloflow/1-photons.yaml", "full"),
@@ -288,10 +291,17 @@ def sampler_rows() -> list[tuple[str, str, str, str, str | None]]:
             continue
         if str(cfg.get("dataset")) in ("2", "3") and cfg.get("model") != "caloflow-student":
             rel = str(path.relative_to(ROOT / "configs"))
-            rows.append((f"{cfg['model']}-ds{cfg['dataset']}",
+            variant = path.stem[1:].lstrip("-")  # "2-student-cpu" -> "student-cpu"
+            if smoke and not (path.stem == "2-cpu" and cfg.get("model") in SMOKE_DS_MODELS):
+                continue
+            rows.append((f"{cfg['model']}-ds{cfg['dataset']}" + (f"-{variant}" if variant else ""),
                          f"{cfg['model']}, dataset {cfg['dataset']} ({rel})", str(cfg["model"]),
                          rel, None))
     return rows
+
+
+#: Dataset-2/3 models whose sampler is one pass per block (cheap enough for --smoke on a CPU).
+SMOKE_DS_MODELS = ("caloman", "vae-inn", "l2lflows")
 
 
 # --------------------------------------------------------------------------------------------
@@ -412,7 +422,8 @@ def step_sampling(budget: float, camp: Campaign, args: argparse.Namespace, devic
     from sampling import count_gflop, release_memory
 
     t_end = time.monotonic() + budget - 2.0
-    rows = [r for r in sampler_rows() if not args.rows or r[0] in args.rows.split(",")]
+    rows = [r for r in sampler_rows(args.smoke)
+            if not args.rows or r[0] in args.rows.split(",")]
     variants = ["fp32", "cuda-graph", "bf16", "compile"]
     weights = [ROW_WEIGHT.get(r[0], 1.0) for r in rows]
     for i, (key, label, name, config, solver) in enumerate(rows):
