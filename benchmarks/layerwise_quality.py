@@ -4,8 +4,10 @@ an untrained model of the same recipe (issue 12 item 7, issue 13 item 4).
 Pipeline, all through the ``caloforge`` command line (one subprocess per step, so each step's
 memory is its own):
 
-1. ``caloforge simulate``: ``--n-train`` training showers (seed 1) and ``--n-test`` held-out
-   reference showers (seed 2) of dataset 2 (or 3), written to ``WORK/data``.
+1. ``caloforge simulate``: ``--n-train`` training showers (seed 1, official energy mix) and
+   ``--n-test`` held-out reference showers (seed 2) of dataset 2 (or 3) with incident
+   energies inside the training file's range (``--energy-range``: generate refuses to
+   extrapolate), written to ``WORK/data``.
 2. For every recipe (``--recipes``; default: the ``-cpu`` twins of iCaloFlow, L2LFlows conv
    and MAF, CaloMan and VAE+INN), ``caloforge train`` with a derived recipe that caps the
    training at ``--minutes`` wall-clock minutes: every stage gets ``time_limit`` = budget /
@@ -50,6 +52,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -71,7 +74,8 @@ CLASSIFIERS = {"gbdt_low": "AUC gbdt-low", "gbdt_high": "AUC gbdt-high",
 #: --smoke: toy sizes; FPD/KPD left out (their CaloChallenge settings draw 10k-50k showers
 #: with replacement whatever N is: about a CPU minute each, tested in tests/test_evaluation*).
 SMOKE = {"n_train": 300, "n_test": 150, "minutes": 0.05, "recipes": ["caloman/2-cpu.yaml"],
-         "student": "", "min_steps": 20, "modes": "cls-gbdt-low,cls-gbdt-high,cls-resnet,hist,prdc"}
+         "student": "", "min_steps": 20, "energy_quantile": 0.1,
+         "modes": "cls-gbdt-low,cls-gbdt-high,cls-resnet,hist,prdc"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -113,10 +117,25 @@ def load() -> float:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
 
-def simulate(dataset: str, n: int, seed: int, path: Path, threads: int) -> None:
-    if not path.exists():
-        run_cli(["simulate", "--dataset", dataset, "-n", n, "--seed", seed, "--no-progress",
-                 "-o", path], path.with_suffix(".log"), threads)
+def simulate(dataset: str, n: int, seed: int, path: Path, threads: int,
+             within: Path | None = None, quantile: float = 0.0) -> None:
+    """``caloforge simulate`` (the official energy mix; with ``within``, incident energies
+    drawn from that file's E_inc range between its ``quantile`` and ``1 - quantile``
+    quantiles, so that no model is asked to extrapolate: generate refuses to, and the
+    streamed training holds out whole chunks for validation, which can narrow the range a
+    model was trained on when the file is small)."""
+    if path.exists():
+        return
+    extra = []
+    if within is not None:
+        import h5py
+
+        with h5py.File(within, "r") as fh:
+            e = fh["incident_energies"][:]
+        lo, hi = (float(v) for v in np.quantile(e, [quantile, 1.0 - quantile]))
+        extra = ["--energy-range", f"{lo},{hi}"]
+    run_cli(["simulate", "--dataset", dataset, "-n", n, "--seed", seed, "--no-progress",
+             *extra, "-o", path], path.with_suffix(".log"), threads)
 
 
 def stage_count(recipe: dict) -> tuple[list[str] | None, int]:
@@ -283,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-teacher", type=int, default=5_000,
                     help="showers the iCaloFlow MAF teacher generates (it samples layer by "
                     "layer, voxel by voxel; its reference is subsampled to match)")
+    ap.add_argument("--energy-quantile", type=float, default=0.0,
+                    help="reference E_inc drawn between these quantiles of the training "
+                    "file's E_inc (0: its whole range; --smoke: 0.1)")
     ap.add_argument("--modes", default=None, help=f"caloforge evaluate modes (default {MODES})")
     ap.add_argument("--cls-epochs", type=int, default=10,
                     help="epochs of the neural judges (ResNet; quick protocol unless 50)")
@@ -310,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         args.student = SMOKE["student"] if args.student is None else args.student
         args.min_steps = SMOKE["min_steps"] if args.min_steps is None else args.min_steps
         args.modes = args.modes or SMOKE["modes"]
+        args.energy_quantile = args.energy_quantile or SMOKE["energy_quantile"]
     args.modes = args.modes or MODES
     tag = f"ds{args.dataset}" + ("-smoke" if args.smoke else "")
     work = OUT / tag
@@ -337,12 +360,14 @@ def main(argv: list[str] | None = None) -> int:
             "test": scratch / "data" / f"test_{args.n_test}.h5"}
     t0 = time.perf_counter()
     simulate(args.dataset, args.n_train, 1, data["train"], args.threads)
-    simulate(args.dataset, args.n_test, 2, data["test"], args.threads)
+    simulate(args.dataset, args.n_test, 2, data["test"], args.threads, within=data["train"],
+             quantile=args.energy_quantile)
     print(f"data ready ({time.perf_counter() - t0:.0f} s): {data}", flush=True)
 
     results = dict(cached.get("rows", {})) if only or not args.smoke else {}
     settings = {"dataset": args.dataset, "n_train": args.n_train, "n_test": args.n_test,
-                "n_teacher": args.n_teacher, "minutes": args.minutes, "modes": args.modes,
+                "n_teacher": args.n_teacher, "energy_quantile": args.energy_quantile,
+                "minutes": args.minutes, "modes": args.modes,
                 "min_steps": args.min_steps, "cls_epochs": args.cls_epochs,
                 "threads": args.threads, "eval_threads": args.eval_threads,
                 "machine": machine(), "smoke": args.smoke}
@@ -431,6 +456,9 @@ def _auc(r: dict, tag: str) -> str:
 
 def _trained_for(r: dict) -> str:
     """Wall minutes of ``caloforge train`` and epochs done / in the recipe per stage."""
+    if r.get("untrained"):
+        return (f"none: 0 optimiser steps ({r['train_s'] / 60:.1f} min of statistics and "
+                "validation passes)")
     stages = r.get("stages") or {}
     planned = (r.get("budget") or {}).get("epochs") or {}
     parts = [f"{s} {v['epochs']}/{planned.get(s, '?')}" for s, v in stages.items()]
@@ -444,7 +472,13 @@ def render(run: dict) -> str:
               *CLASSIFIERS.values(), "FPD x 10^3", "KPD x 10^3", "mean sep. power",
               "PRDC precision / recall", "generate ms/shower", "load (start-end)"]
     body, failed = [], []
-    for name, r in rows.items():
+    known = [n.removesuffix(".yaml") for d in RECIPES for n in (*RECIPES[d], STUDENT[d])]
+
+    def order(item: tuple[str, dict]) -> tuple:
+        base = item[0].removesuffix(" (untrained)")  # each model beside its untrained twin
+        return (known.index(base) if base in known else len(known), base, item[1]["untrained"])
+
+    for name, r in sorted(rows.items(), key=order):
         if "error" in r:
             failed.append(f"* `{name}`: not in the table: {r['error']}")
             continue
@@ -472,7 +506,11 @@ def render(run: dict) -> str:
         "published models and not comparable to CaloChallenge Geant4 numbers.** Every "
         "reduction: "
         f"N = {s['n_train']:,} training showers (seed 1; 10 % of the chunks validate, "
-        f"streamed), {s['n_test']:,} held-out reference showers (seed 2) instead of the "
+        f"streamed), {s['n_test']:,} held-out reference showers (seed 2, E_inc drawn "
+        + ("within the training file's E_inc range" if not s.get("energy_quantile") else
+           f"between the {s['energy_quantile']:g} and {1 - s['energy_quantile']:g} quantiles "
+           "of the training file's E_inc")
+        + ") instead of the "
         f"official 100k + 100k; training capped at {s['minutes']:g} wall-clock minutes per "
         "model (issue: ≤ 30), split equally over the model's training stages as "
         "`time_limit` (budget / stages: "
