@@ -113,6 +113,10 @@ class Corpus:
         demo = yaml.safe_load(DEMO.read_text())
         caloman = model_class("caloman")(Geometry.preset("1-photons"), demo)
         self.caloman = caloman.save(d / "caloman.pt")
+        teacher = model_class("caloflow")(Geometry.preset("1-photons"), {
+            "model": "caloflow", "dataset": "1-photons",
+            "flow1": {"transforms": 1, "hidden": [8]}, "flow2": {"transforms": 1, "hidden": [8]}})
+        self.teacher = teacher.save(d / "teacher.pt")  # a sequential sampler: not exportable
         raw = self.model.read_bytes()
         self.ckpt: dict[str, Path] = {}
         (d / "garbage.pt").write_bytes(os.urandom(4096))
@@ -366,8 +370,8 @@ ARGS: dict[str, Callable[[Corpus], tuple[list, list[str]]]] = {
                                    c.out("m.onnx")], ["--opset", "found 12"]),
     "export-output-is-checkpoint": lambda c: (["export", "--checkpoint", c.model, "-o",
                                                c.model, "--overwrite"], [str(c.model), "input"]),
-    "export-not-exportable": lambda c: (["export", "--checkpoint", c.caloman, "-o",
-                                         c.out("m.onnx")], [str(c.caloman), "caloman"]),
+    "export-not-exportable": lambda c: (["export", "--checkpoint", c.teacher, "-o",
+                                         c.out("m.onnx")], [str(c.teacher), "caloflow"]),
     "export-output-exists": lambda c: (["export", "--checkpoint", c.model, "-o", c.good],
                                        ["good.h5", "--overwrite"]),
     # train
