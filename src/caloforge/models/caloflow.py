@@ -368,6 +368,22 @@ class CaloFlow(_CaloFlowBase):
         return lp1.to(lp2.dtype) + lp2
 
 
+def freeze_for_distillation(student: nn.Module, teacher: nn.Module, dtype: torch.dtype,
+                            device: torch.device) -> None:
+    """Freeze ``teacher`` (eval mode, no gradients), let ``student`` adopt its preprocessing,
+    flow I and permutations (``student.adopt_teacher``), move both to ``device``/``dtype`` and
+    freeze the student's copy of flow I: only the student's one-pass flows train."""
+    teacher.eval()
+    teacher.to(device=device, dtype=dtype)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    student.adopt_teacher(teacher)
+    student.to(device=device, dtype=dtype)
+    student.flow1.eval()
+    for p in student.flow1.parameters():
+        p.requires_grad_(False)
+
+
 def distillation_loss(student: IAF, teacher: MAF, x: Tensor, c: Tensor, c_z: Tensor,
                       cfg: dict[str, Any]) -> dict[str, Tensor]:
     """CaloFlow v2 loss terms for one batch.
@@ -519,15 +535,7 @@ class CaloFlowStudent(_CaloFlowBase):
                               f"{getattr(teacher, 'name', type(teacher).__name__)!r}")
         cfg = train_config(self.config, "student", epochs, progress)
         dtype, device = cfg.torch_dtype, cfg.torch_device()
-        teacher.eval()
-        teacher.to(device=device, dtype=dtype)
-        for p in teacher.parameters():
-            p.requires_grad_(False)
-        self.adopt_teacher(teacher)
-        self.to(device=device, dtype=dtype)
-        self.flow1.eval()
-        for p in self.flow1.parameters():
-            p.requires_grad_(False)
+        freeze_for_distillation(self, teacher, dtype, device)
         t_flow = teacher.flow2
 
         keys = ("x2", "c2", "e_inc")

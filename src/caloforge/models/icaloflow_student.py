@@ -51,6 +51,7 @@ from caloforge.models.caloflow import (
     _flow1,
     _section,
     distillation_loss,
+    freeze_for_distillation,
     reverse_kl,
 )
 from caloforge.models.icaloflow import (
@@ -159,15 +160,7 @@ class ICaloFlowStudent(_ICaloFlowBase):
         source, val = self._sources(train, val, cfgs["flow2"].seed)
         cfg = cfgs["flow2"]
         dtype, device = cfg.torch_dtype, cfg.torch_device()
-        teacher.eval()
-        teacher.to(device=device, dtype=dtype)
-        for p in teacher.parameters():
-            p.requires_grad_(False)
-        self.adopt_teacher(teacher)
-        self.to(device=device, dtype=dtype)
-        self.flow1.eval()
-        for p in self.flow1.parameters():
-            p.requires_grad_(False)
+        freeze_for_distillation(self, teacher, dtype, device)
 
         n_kl = self.distill_cfg["kl_samples"]
         kl_feats = self.prepare(stream.head(val or source, n_kl), seed=cfgs["flow2"].seed + 1)
