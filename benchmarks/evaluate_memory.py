@@ -67,6 +67,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--modes", default="hist,fpd,kpd,cls-high",
                     help="evaluate modes (hist draws ~360 PNGs on datasets 2/3: minutes)")
+    ap.add_argument("--min-steps", type=int, default=None,
+                    help="the DNN's --min-steps (memory does not depend on it; time does)")
     ap.add_argument("--dir", type=Path, default=Path("bench_evaluate_memory"))
     ap.add_argument("--keep", action="store_true", help="keep the simulated files")
     ap.add_argument("--no-write", action="store_true", help="print, do not touch BENCHMARKS.md")
@@ -86,6 +88,7 @@ def main() -> None:
         shutil.rmtree(out, ignore_errors=True)
         wall, rss = measure(["evaluate", "-g", *map(str, files["g"]), "-r", *map(str, files["r"]),
                              "-m", args.modes, "--epochs", "1", "--width", "64",
+                             *(["--min-steps", str(args.min_steps)] if args.min_steps else []),
                              "--threads", str(args.threads), "--quiet", "-o", str(out)])
         left = [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
         gb = 2 * half * 2 * n_vox * 4 / 2**30
@@ -101,10 +104,13 @@ def main() -> None:
     slope = float(np.polyfit(ns / 1000, rss, 1)[0]) if len(rows) > 1 else float("nan")
     spread = (rss.max() - rss.min()) / rss.min() * 100
     at_100k = rss[-1] + slope * (100 - ns[-1] / 1000)
+    steps = f" --min-steps {args.min_steps}" if args.min_steps else ""
     md = [f"`caloforge evaluate -g g1.h5 g2.h5 -r r1.h5 r2.h5 -m {args.modes} "
-          f"--epochs 1 --width 64` on dataset {args.dataset} (simulated, 2 files per side, gzip "
+          f"--epochs 1 --width 64{steps}` on dataset {args.dataset} (simulated, 2 files per "
+          f"side, gzip "
           f"float32), peak RSS of the evaluate process (`ru_maxrss`). Measured on "
-          f"{machine()}, shared with other jobs (wall times are loaded-machine times).", "",
+          f"{machine()}, shared with other jobs (load average {os.getloadavg()[1]:.1f} at the "
+          f"end; wall times are loaded-machine times).", "",
           table(["showers per side", "voxel data read (float32)", "peak RSS", "wall"],
                 [[f"{n:,}", f"{gb:.2f} GiB", f"{r:.0f} MiB", f"{w:.0f} s"]
                  for n, gb, r, w, _, _ in rows]), "",

@@ -168,3 +168,41 @@ def test_scratch_rows_read_like_the_arrays(tmp_path):
         write_scratch(path, [[], []])
     assert not list(tmp_path.iterdir())
 
+
+
+def test_scratch_refused_when_the_disk_is_too_small(two_by_two, tmp_path):
+    from caloforge.evaluation.scratch import check_free_space
+
+    _, _, paths = two_by_two
+    dg, dr = open_showers(paths["gen"]), open_showers(paths["ref"])
+    thr = dg.geometry.eval_threshold
+    with pytest.raises(DataError) as err:  # more than any disk has: refused before writing
+        check_free_space(tmp_path, 2**62, "the test")
+    assert str(tmp_path) in str(err.value) and "GB free" in str(err.value)
+    with scratch_file(tmp_path / "s", "cls-low") as path:  # the real check in the real write
+        store = write_scratch(path, (input_blocks("cls-low", dg, thr),
+                                     input_blocks("cls-low", dr, thr)), rows=720)
+        assert path.stat().st_size == 720 * store.dim * 4
+
+
+def test_gbdt_low_capped_to_its_memory_budget(two_by_two, monkeypatch):
+    from caloforge.evaluation import runner
+
+    gen, ref, paths = two_by_two
+    dim = 1 + 368 + 5 + 2
+    monkeypatch.setattr(runner, "GBDT_MEMORY_BYTES", 2 * dim * runner.GBDT_BYTES_PER_VALUE * 200)
+    m = evaluate(open_showers(paths["gen"]), open_showers(paths["ref"]), "cls-gbdt-low",
+                 progress=False)
+    c = m["classifier"]["cls-gbdt-low"]
+    assert c["showers_per_side"] == 200 and "200 showers per side" in c["note"]
+    assert m["auc_gbdt_low"] > 0.6  # voxels scaled by 1.1: still seen on 200 per side
+    m_all = evaluate(gen, ref, "cls-gbdt-high", progress=False)
+    assert "showers_per_side" not in m_all["classifier"]["cls-gbdt-high"]
+
+
+def test_prdc_float32_equals_float64():
+    from caloforge.evaluation.prdc import prdc
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(400, 200)), rng.normal(size=(400, 200)) + 0.3
+    assert prdc(a, b) == prdc(a.astype(np.float32), b.astype(np.float32))

@@ -220,16 +220,18 @@ DDP_SCRIPT = textwrap.dedent('''
     seen = []
 
     def prep(chunk, gen):
-        seen.append(chunk.e_inc.copy())
         x = torch.as_tensor(geo.layer_energies(chunk.showers), dtype=torch.float64) / 1e3
-        return x, x.sum(1, keepdim=True)
+        return x, x.sum(1, keepdim=True), torch.as_tensor(chunk.e_inc)
+
+    def loss(mod, b):  # the showers in training order (epochs are read ahead in threads)
+        seen.append(b[2].numpy().copy())
+        return ((mod(b[0]) - b[1]) ** 2).mean()
 
     torch.manual_seed(10 + rank)
     module = nn.Linear(5, 1)
     cfg = TrainConfig.from_dict({"epochs": 3, "batch_size": 64, "lr": 1e-2, "device": "cpu",
                                  "progress": False})
-    hist = fit(module, lambda mod, b: ((mod(b[0]) - b[1]) ** 2).mean(),
-               TensorBatches(src, prep, 0), None, cfg, sys.argv[1])
+    hist = fit(module, loss, TensorBatches(src, prep, 0), None, cfg, sys.argv[1])
     torch.save({"state": module.state_dict(), "hist": hist, "seen": seen, "n": m.n,
                 "mean": m.mean, "n_seen": n_seen},
                os.path.join(sys.argv[1], f"rank{rank}.pt"))
@@ -346,3 +348,22 @@ def test_cli_streamed_dataset3_two_files(tmp_path: Path) -> None:
                   files[1], "-n", "20", "--quiet", "-o", tmp_path / "gen.h5")
     assert res.returncode == 0, res.stderr[-2000:]
     assert read_showers(tmp_path / "gen.h5").showers.shape == (20, 40500)
+
+
+def test_read_ahead_epochs_equal_epochs_read_one_by_one(tmp_path: Path) -> None:
+    src = _src(_file(tmp_path), seed=4, buffer_bytes=200 * 368 * 4)
+
+    def prep(chunk: ShowerSet, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+        return torch.as_tensor(chunk.e_inc), torch.rand(len(chunk), generator=gen)
+
+    ahead, alone = TensorBatches(src, prep, 1), TensorBatches(src, prep, 1)
+    for epoch in range(3):  # the next epoch is read while this one is consumed
+        a = list(ahead.batches(epoch, 64))
+        b = list(alone.batches(epoch, 64, read_ahead=False))
+        assert len(a) == len(b) == src.steps(64)
+        for x, y in zip(a, b, strict=True):
+            assert torch.equal(x[0], y[0]) and torch.equal(x[1], y[1])
+    assert ahead._ahead is not None
+    thread = ahead._ahead[1]._thread
+    ahead.close()
+    assert ahead._ahead is None and not thread.is_alive()

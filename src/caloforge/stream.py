@@ -47,6 +47,8 @@ UNIT_BYTES = 4 * 2**20
 BUFFER_BYTES = 256 * 2**20
 #: Ready batches kept ahead of the training loop.
 PREFETCH = 4
+#: batches the preprocessing thread of :class:`TensorBatches` works ahead
+TB_PREFETCH = 2
 
 __all__ = ["BUFFER_BYTES", "FileSource", "InMemorySource", "Moments", "ShowerSource",
            "TensorBatches", "as_source", "as_val_source", "e_inc_range", "head", "monitor_val",
@@ -341,60 +343,89 @@ class FileSource:
             yield ShowerSet(buf_e[sel], buf_s[sel], geo)
 
 
-def _background(make: Callable[[], Iterator], prefetch: int = PREFETCH) -> Iterator:
-    """Run the iterator ``make()`` in a daemon thread, ``prefetch`` items ahead.
+class _Background:
+    """The iterator ``make()`` run in a daemon thread, ``prefetch`` items ahead; the thread
+    starts at construction, so an iterator made early works ahead before its first ``next``.
 
-    Exceptions of the producer are re-raised in the consumer; a consumer that stops early
-    (``break``, an exception, garbage collection) stops the producer too.
+    Exceptions of the producer are re-raised in the consumer; :meth:`close` (also called
+    when the consumer stops early or the object is collected) stops the producer.
     """
-    q: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
-    stop = threading.Event()
-    done = object()
 
-    def put(item: object) -> bool:
-        while not stop.is_set():
+    _DONE = object()
+
+    def __init__(self, make: Callable[[], Iterator], prefetch: int = PREFETCH) -> None:
+        self._q: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
+        self._stop = threading.Event()
+        self._finished = False
+        self._thread = threading.Thread(target=self._work, args=(make,),
+                                        name="caloforge-reader", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
             try:
-                q.put(item, timeout=0.1)
+                self._q.put(item, timeout=0.1)
                 return True
             except queue.Full:
                 continue
         return False
 
-    def work() -> None:
+    def _work(self, make: Callable[[], Iterator]) -> None:
         try:
             for item in make():
-                if not put((None, item)):
+                if not self._put((None, item)):
                     return
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            put((exc, None))
+            self._put((exc, None))
             return
-        put((None, done))
+        self._put((None, self._DONE))
 
-    thread = threading.Thread(target=work, name="caloforge-reader", daemon=True)
-    thread.start()
-    try:
-        while True:
-            exc, item = q.get()
-            if exc is not None:
-                raise exc
-            if item is done:
-                return
-            yield item
-    finally:
-        stop.set()
-        thread.join(timeout=5)
+    def __iter__(self) -> _Background:
+        return self
+
+    def __next__(self) -> object:
+        if self._finished:
+            raise StopIteration
+        exc, item = self._q.get()
+        if exc is not None:
+            self.close()
+            raise exc
+        if item is self._DONE:
+            self.close()
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        """Stop the producer thread and wait for it (at most 5 s)."""
+        self._finished = True
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    def __del__(self) -> None:
+        self._stop.set()
+
+
+def _background(make: Callable[[], Iterator], prefetch: int = PREFETCH) -> _Background:
+    """``make()`` run in a daemon thread, ``prefetch`` items ahead (see :class:`_Background`)."""
+    return _Background(make, prefetch)
 
 
 class TensorBatches:
     """What :func:`caloforge.training.fit` consumes from a source: ``fn(batch, generator)``
     (a model's per-batch preprocessing, ``ShowerSet -> tuple of tensors``) applied to every
     batch in the background thread. ``generator`` is a CPU ``torch.Generator`` seeded by
-    ``(seed, epoch, batch index)`` for preprocessing noise, so batches are reproducible."""
+    ``(seed, epoch, batch index)`` for preprocessing noise, so batches are reproducible.
+
+    Shuffled epochs are read ahead: asking for epoch ``e`` also starts epoch ``e + 1`` in its
+    own thread, so the next epoch's shuffle buffer fills while this one trains instead of
+    stalling the first step (one extra buffer in memory; :meth:`close` drops it)."""
 
     def __init__(self, source: ShowerSource, fn: Callable[[ShowerSet, torch.Generator],
                                                           tuple[Tensor, ...]],
                  seed: int = 0) -> None:
         self.source, self.fn, self.seed = source, fn, int(seed)
+        self._ahead: tuple[tuple, _Background] | None = None
 
     def __len__(self) -> int:
         return len(self.source)
@@ -402,16 +433,47 @@ class TensorBatches:
     def steps(self, batch_size: int, world: int = 1) -> int:
         return self.source.steps(batch_size, world)
 
-    def batches(self, epoch: int, batch_size: int, rank: int = 0, world: int = 1,
-                shuffle: bool = True) -> Iterator[tuple[Tensor, ...]]:
+    def _start(self, epoch: int, batch_size: int, rank: int, world: int, shuffle: bool
+               ) -> _Background:
         def make() -> Iterator[tuple[Tensor, ...]]:
             it = self.source.batches(epoch, batch_size, rank, world, shuffle)
-            for k, chunk in enumerate(it):
-                gen = torch.Generator().manual_seed(
-                    (self.seed * 1_000_003 + epoch * 65_537 + k * 8191 + rank) & 0x7FFFFFFF)
-                yield self.fn(chunk, gen)
+            try:
+                for k, chunk in enumerate(it):
+                    gen = torch.Generator().manual_seed(
+                        (self.seed * 1_000_003 + epoch * 65_537 + k * 8191 + rank)
+                        & 0x7FFFFFFF)
+                    yield self.fn(chunk, gen)
+            finally:
+                it.close()
 
-        return _background(make, prefetch=2)
+        return _background(make, prefetch=TB_PREFETCH)
+
+    def batches(self, epoch: int, batch_size: int, rank: int = 0, world: int = 1,
+                shuffle: bool = True, read_ahead: bool = True
+                ) -> Iterator[tuple[Tensor, ...]]:
+        """Epoch ``epoch``'s preprocessed batches; with ``shuffle`` and ``read_ahead`` the
+        next epoch starts reading now."""
+        key = (epoch, batch_size, rank, world, shuffle)
+        current = None
+        if self._ahead is not None:
+            ahead_key, ahead = self._ahead
+            self._ahead = None
+            if ahead_key == key:
+                current = ahead
+            else:
+                ahead.close()
+        if current is None:
+            current = self._start(*key)
+        if shuffle and read_ahead:  # training epochs: start the next one now
+            nxt = (epoch + 1, batch_size, rank, world, shuffle)
+            self._ahead = (nxt, self._start(*nxt))
+        return current
+
+    def close(self) -> None:
+        """Stop the epoch read ahead, if any."""
+        if self._ahead is not None:
+            self._ahead[1].close()
+            self._ahead = None
 
 
 class Moments:

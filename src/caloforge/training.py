@@ -451,7 +451,8 @@ def fit(module: nn.Module, loss_fn: LossFn, train: Sequence[Tensor],
         module.train()
         perm = torch.randperm(n, generator=gen).to(device)
         total, count = 0.0, 0
-        stream = train.batches(epoch, cfg.batch_size, rank, world) if streamed else None
+        stream = (train.batches(epoch, cfg.batch_size, rank, world,
+                                read_ahead=epoch + 1 < cfg.epochs) if streamed else None)
         bar = tqdm(range(steps), desc=f"{label} {epoch + 1}/{cfg.epochs}", leave=False,
                    disable=not cfg.progress or rank != 0)
         for step in bar:
@@ -552,6 +553,8 @@ def fit(module: nn.Module, loss_fn: LossFn, train: Sequence[Tensor],
                 tqdm.write(f"{label}: time limit of {cfg.time_limit:g} s reached in epoch "
                            f"{epoch + 1}/{cfg.epochs} ({count} showers in that epoch)")
             break
+    if streamed:
+        train.close()  # an epoch read ahead (early stop, time limit) is not needed
     if best_state is not None:
         module.load_state_dict(best_state)
     if final_path is not None and rank == 0:

@@ -258,18 +258,48 @@ def on_disk(ss: object) -> bool:
     return isinstance(ss, DiskShowerSet)
 
 
+#: Memory the boosted trees' voxel inputs may take (``cls-gbdt-low``): scikit-learn keeps a
+#: float64 copy and a uint8 binned copy beside caloforge's float32 rows and their split, ~17
+#: bytes a value. Above it both samples are subsampled (the same rows for every repeat):
+#: 2,300 showers per side on dataset 3, 14,500 on dataset 2; dataset 1 never reaches it.
+GBDT_MEMORY_BYTES = 3 * 2**30
+GBDT_BYTES_PER_VALUE = 17
+
+
+def gbdt_rows(mode: str, geometry: Geometry, n_gen: int, n_ref: int) -> int | None:
+    """Showers per side that ``cls-gbdt-low`` uses when :data:`GBDT_MEMORY_BYTES` caps it,
+    else None (all of them)."""
+    if mode != "cls-gbdt-low":
+        return None
+    dim = 1 + geometry.n_voxels + geometry.n_layers + 2
+    cap = GBDT_MEMORY_BYTES // (2 * dim * GBDT_BYTES_PER_VALUE)
+    return cap if max(n_gen, n_ref) > cap else None
+
+
+def _cap_rows(ss: ShowerSet, n: int, seed: int) -> ShowerSet:
+    """``n`` showers of ``ss`` drawn without replacement (file order kept), or ``ss``."""
+    if len(ss) <= n:
+        return ss
+    rows = np.sort(np.random.default_rng(seed).choice(len(ss), n, replace=False))
+    return ss.subset(rows)
+
+
 def _run_tests(mode: str, gen: ShowerSet, ref: ShowerSet, feats: Features | None, thr: float,
                settings: dict, seed: int, repeats: int, scratch_dir: Path | None
                ) -> list[ClassifierResult]:
     """The ``repeats`` tests of ``mode``. With ``scratch_dir`` the DNN's inputs are written
     to a scratch file there (removed afterwards, also on error) and read batch by batch;
-    otherwise they are built in memory."""
+    otherwise they are built in memory (``cls-gbdt-low`` within :data:`GBDT_MEMORY_BYTES`)."""
     fg, fr = feats if feats is not None else (None, None)
     geo = ref.geometry
+    cap = gbdt_rows(mode, geo, len(gen), len(ref))
+    if cap is not None:
+        gen, ref = _cap_rows(gen, cap, seed + 101), _cap_rows(ref, cap, seed + 202)
     if scratch_dir is not None and not mode.startswith("cls-gbdt"):
         with scratch_file(scratch_dir, f"{mode}-inputs") as path:
             store = write_scratch(path, (input_blocks(mode, gen, thr, fg),
-                                         input_blocks(mode, ref, thr, fr)))
+                                         input_blocks(mode, ref, thr, fr)),
+                                  rows=len(gen) + len(ref))
             if mode == "cls-resnet":
                 from caloforge.evaluation.resnet import resnet_store_test
 
@@ -327,6 +357,12 @@ def _classifier_stage(mode: str, gen: ShowerSet, ref: ShowerSet, feats: Features
         "train_loss": [r.train_loss for r in results],
         "test_curve": [r.test_curve for r in results],
         "mean_epoch_s": [float(np.mean(r.epoch_seconds)) for r in results]}
+    cap = gbdt_rows(mode, ref.geometry, len(gen), len(ref))
+    if cap is not None:
+        metrics["classifier"][mode]["showers_per_side"] = cap
+        metrics["classifier"][mode]["note"] = (
+            f"{cap:,} showers per side (of {len(gen):,} / {len(ref):,}): the voxel inputs "
+            f"of the boosted trees are capped at {GBDT_MEMORY_BYTES / 2**30:g} GiB")
     if not draw:
         return []
     first = results[0]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -49,10 +50,20 @@ class ScratchRows:
         return out
 
 
-def write_scratch(path: Path, sides: Iterable[Iterable[tuple[int, int, np.ndarray]]]
-                  ) -> ScratchRows:
+def check_free_space(directory: Path, needed: int, what: str) -> None:
+    """Refuse (one line) when ``directory`` has fewer than ``needed`` bytes free (plus 1 %
+    and 64 MiB of slack), before a byte is written."""
+    free = shutil.disk_usage(directory).free
+    if free < needed * 1.01 + 64 * 2**20:
+        raise DataError(f"{directory}: expected {needed / 1e9:.2f} GB free for {what}, found "
+                        f"{free / 1e9:.2f} GB (write the output, -o, to a larger disk)")
+
+
+def write_scratch(path: Path, sides: Iterable[Iterable[tuple[int, int, np.ndarray]]],
+                  rows: int | None = None) -> ScratchRows:
     """Write the blocks of the generated, then the reference input (each an iterable of
-    ``(lo, hi, block)`` in row order) into ``path``; return its reader."""
+    ``(lo, hi, block)`` in row order) into ``path``; return its reader. With ``rows`` (the
+    total of both sides) the free disk space is checked once the row width is known."""
     counts, dim, dtype = [], None, None
     with open(path, "wb") as fh:
         for blocks in sides:
@@ -62,6 +73,10 @@ def write_scratch(path: Path, sides: Iterable[Iterable[tuple[int, int, np.ndarra
                     raise DataError(f"{path}: expected input rows from {n}, found {lo}..{hi}")
                 if dim is None:
                     dim, dtype = block.shape[1], block.dtype
+                    if rows is not None:
+                        check_free_space(path.parent, rows * dim * dtype.itemsize,
+                                         f"the scratch file of {rows:,} classifier inputs "
+                                         f"x {dim:,} values ({path.name})")
                 np.ascontiguousarray(block, dtype=dtype).tofile(fh)
                 n = hi
             counts.append(n)
