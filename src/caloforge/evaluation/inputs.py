@@ -18,6 +18,37 @@
 
 Voxels are thresholded at the official value first; energies in MeV, positions in mm.
 Low-level inputs are float32 (dataset 3 would need 32 GB in float64).
+
+``cls-low-normed`` beside the official script. Facts from the two versions of
+``code/evaluate.py`` stored for the CaloChallenge/homepage repository (commits ff49275 and
+04b79ce, both before 2024) and its ``code/HighLevelFeatures.py`` (commit 0d10232); the 2024
+head of the script, which the project spec (spec/EVALUATION.md section 4) says zeroes the
+voxels of both files below ``min_energy`` after reading them, could not be read here:
+
+* the official input is ``[log10 E_inc, x_v / (E_l + 1e-16), log10(E_l + 1e-8)]`` with
+  ``E_l`` taken from the ``HighLevelFeatures`` object of that side (``GetElayers()``), i.e.
+  the layer sums its ``CalculateFeatures`` made of the same shower array: voxels are divided
+  by their own layer's sum, not by ``E_inc``, and there is no factor 100 (only ``cls-low`` had
+  one, in 04b79ce);
+* in both stored versions ``min_energy`` (10 MeV for dataset 1, 0.5 keV / 0.033 for datasets
+  2/3) only sets the lower edge of the log-binned histograms: no voxel is zeroed before the
+  classifier inputs, so sub-threshold voxels count in ``x_v`` and in ``E_l``;
+* ``CalculateFeatures`` sums the array as read from the file, in its dtype (float32 for the
+  official dataset-2/3 files): ``E_l`` of the official normed input is a float32 sum;
+* the reference's features come from the cached ``<reference>.pkl`` when that file exists
+  (recomputed only if it holds no ``E_tot``), while its voxels are read from the HDF5 file
+  again: a cache written by another script version or threshold gives the reference
+  ``E_l`` that do not belong to its voxels.
+
+caloforge thresholds first (1 MeV dataset 1, 15.15 keV datasets 2/3), then divides by the
+sums of the thresholded voxels, summed in float64 (not in the file's dtype as
+:func:`~caloforge.features.high_level_features` does by default), and always recomputes both
+sides. Where the official script thresholds the same way (the 2024 head, per the spec) the
+two inputs agree up to float32 rounding of ``E_l`` (~1e-7 relative). Against the stored
+versions they differ: on simulated dataset-1 photons 9 % of the non-zero voxels lie below
+1 MeV, thresholding changes the normed input of 99.5 % of the showers (median largest change
+0.011 in ``log10 E_l``; up to 8.3 where a layer holds only sub-threshold energy and becomes
+``log10(1e-8)``), so AUCs from the two are not comparable on such files.
 """
 
 from __future__ import annotations
