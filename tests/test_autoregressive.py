@@ -151,3 +151,27 @@ def test_incremental_solver_equals_full_passes(cls) -> None:
     with pytest.raises(ValueError, match="solver"):
         flow.set_solver("fast")
 
+
+
+@pytest.mark.parametrize("cls", [MAF, IAF])
+def test_skip_reads_only_the_leading_context(cls) -> None:
+    """``skip_context``: a (k, D P) skip instead of (C, D P); the flow stays exact (inversion,
+    incremental == full passes) and every output still sees the whole context."""
+    torch.manual_seed(4)
+    flow = cls(6, 10, transforms=2, bins=5, hidden=(16,), bound=4.0, skip_context=3).double()
+    assert flow.blocks[0].made.skip.weight.shape == (6 * (3 * 5 - 1), 3)
+    _scramble(flow, 0.3)
+    flow.eval()
+    x, c = torch.randn(8, 6, dtype=torch.float64), torch.randn(8, 10, dtype=torch.float64)
+    with torch.no_grad():
+        z, _ = flow(x, c)
+        assert (flow.inverse(z, c) - x).abs().max() < 1e-9
+        seq = flow.inverse if cls is MAF else (lambda v, ctx: flow(v, ctx)[0])
+        fast = seq(x, c)
+        flow.set_solver("full")
+        assert torch.allclose(fast, seq(x, c), atol=1e-10)
+    made = flow.blocks[0].made
+    jc = torch.autograd.functional.jacobian(lambda v: made(x[:1], v[None])[0], c[0])
+    assert (jc.abs().sum((0, 1)) > 0).all()  # the wide context part through the hidden layer
+    with pytest.raises(ValueError, match="skip_context"):
+        MADE(4, 2, (8,), params=3, skip_context=5)

@@ -55,8 +55,8 @@ __all__ = ["IAF", "MADE", "MAF", "AutoregressiveFlow", "MADERQSBlock", "Trace",
 
 class MADE(nn.Module):
     """Masked MLP: output block ``i`` (``params`` values) depends on inputs ``x_{<i}`` and the
-    whole context only (natural order 0..D-1). The context also reaches every output through an
-    unmasked linear skip.
+    whole context only (natural order 0..D-1). The first ``skip_context`` context features also
+    reach every output through an unmasked linear skip.
 
     Args:
         features: D, the number of autoregressive inputs.
@@ -64,14 +64,22 @@ class MADE(nn.Module):
         hidden: Widths of the hidden layers.
         params: Outputs per feature (P).
         dropout: Dropout probability after each hidden activation.
+        skip_context: How many leading context features the skip reads (default: all C). A
+            wide context (iCaloFlow's flow-3 reads the previous layer's 900 voxels on dataset
+            3) would make the skip a C x D P matrix larger than the rest of the MADE; it then
+            reads only the few scalar conditions, and the wide part enters through the
+            hidden layers.
 
     Shapes: ``forward(x (N, D), c (N, C) | None) -> (N, D, P)``.
     """
 
     def __init__(self, features: int, context: int, hidden: Sequence[int], params: int,
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, skip_context: int | None = None) -> None:
         super().__init__()
         self.features, self.context, self.params = features, context, params
+        self.skip_context = context if skip_context is None else int(skip_context)
+        if not 0 <= self.skip_context <= context:
+            raise ValueError(f"MADE skip_context: expected 0..{context}, found {skip_context}")
         hidden = [int(h) for h in hidden]
         if not hidden or min(hidden) < 1:
             raise ValueError(f"MADE hidden: expected positive widths, found {hidden}")
@@ -96,7 +104,8 @@ class MADE(nn.Module):
             self.linears.append(lin)
         # unmasked context -> output skip: every feature (also the first, which sees few
         # hidden units) depends on the context directly
-        self.skip = nn.Linear(context, features * params, bias=False) if context > 0 else None
+        self.skip = (nn.Linear(self.skip_context, features * params, bias=False)
+                     if self.skip_context > 0 else None)
         self.act = nn.ReLU()
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         with torch.no_grad():  # identity initialisation of the splines
@@ -104,6 +113,9 @@ class MADE(nn.Module):
             self.linears[-1].bias.zero_()
             if self.skip is not None:
                 self.skip.weight.mul_(1e-2)
+
+    def _skip_in(self, c: Tensor) -> Tensor:
+        return c if self.skip_context == self.context else c[..., :self.skip_context]
 
     @staticmethod
     def _masked(lin: nn.Linear) -> Tensor:
@@ -119,7 +131,7 @@ class MADE(nn.Module):
             if k < len(self.linears) - 1:
                 h = self.drop(self.act(h))
         if self.skip is not None:
-            h = h + self.skip(c)
+            h = h + self.skip(self._skip_in(c))
         return h.unflatten(-1, (self.features, self.params))
 
     # -- sequential evaluation (D passes) -------------------------------------------------------
@@ -143,7 +155,7 @@ class MADE(nn.Module):
         sl = slice(i * self.params, (i + 1) * self.params)
         out = nn.functional.linear(h, last.weight[sl] * last.mask[sl], last.bias[sl])
         if self.skip is not None:
-            out = out + nn.functional.linear(c, self.skip.weight[sl])
+            out = out + nn.functional.linear(self._skip_in(c), self.skip.weight[sl])
         return out
 
 
@@ -163,18 +175,20 @@ class MADERQSBlock(nn.Module):
         dropout: MADE dropout.
         slope: Minimum spline slope (zuko's regulariser of bin widths/heights/derivatives).
         inverse_autoregressive: False: MAF block (MADE reads x); True: IAF block (MADE reads y).
+        skip_context: Leading context features of the MADE's skip (see :class:`MADE`).
     """
 
     def __init__(self, features: int, context: int, bins: int = 8,
                  hidden: Sequence[int] = (378,), bound: float = 14.0, dropout: float = 0.0,
-                 slope: float = 1e-3, inverse_autoregressive: bool = False) -> None:
+                 slope: float = 1e-3, inverse_autoregressive: bool = False,
+                 skip_context: int | None = None) -> None:
         super().__init__()
         if bins < 2:
             raise ValueError(f"bins: expected >= 2, found {bins}")
         self.features, self.context, self.bins = features, context, bins
         self.bound, self.slope = float(bound), float(slope)
         self.inverse_autoregressive = inverse_autoregressive
-        self.made = MADE(features, context, hidden, 3 * bins - 1, dropout)
+        self.made = MADE(features, context, hidden, 3 * bins - 1, dropout, skip_context)
         #: Sequential-direction algorithm, ``"incremental"`` or ``"full"`` (see :meth:`_solve`).
         self.solver = "incremental"
 
@@ -329,12 +343,14 @@ class AutoregressiveFlow(ConditionalFlow):
         seed: Seed of the default permutations.
         slope: Minimum spline slope.
         inverse_autoregressive: IAF (True) or MAF (False) blocks.
+        skip_context: Leading context features of the MADEs' skips (see :class:`MADE`).
     """
 
     def __init__(self, features: int, context: int = 0, transforms: int = 8, bins: int = 8,
                  hidden: Sequence[int] = (378,), bound: float = 14.0, dropout: float = 0.0,
                  permutations: Sequence[Tensor] | None = None, seed: int = 0,
-                 slope: float = 1e-3, inverse_autoregressive: bool = False) -> None:
+                 slope: float = 1e-3, inverse_autoregressive: bool = False,
+                 skip_context: int | None = None) -> None:
         super().__init__(features, context)
         if transforms < 1:
             raise ValueError(f"transforms: expected >= 1, found {transforms}")
@@ -352,7 +368,7 @@ class AutoregressiveFlow(ConditionalFlow):
         self.inverse_autoregressive = inverse_autoregressive
         self.blocks = nn.ModuleList(
             MADERQSBlock(features, context, bins, hidden, bound, dropout, slope,
-                         inverse_autoregressive) for _ in range(transforms))
+                         inverse_autoregressive, skip_context) for _ in range(transforms))
         for k, p in enumerate(permutations):
             self.register_buffer(f"perm{k}", p.clone())
             self.register_buffer(f"iperm{k}", torch.argsort(p))
@@ -455,9 +471,10 @@ class MAF(AutoregressiveFlow):
     def __init__(self, features: int, context: int = 0, transforms: int = 8, bins: int = 8,
                  hidden: Sequence[int] = (378,), bound: float = 14.0, dropout: float = 0.0,
                  permutations: Sequence[Tensor] | None = None, seed: int = 0,
-                 slope: float = 1e-3) -> None:
+                 slope: float = 1e-3, skip_context: int | None = None) -> None:
         super().__init__(features, context, transforms, bins, hidden, bound, dropout,
-                         permutations, seed, slope, inverse_autoregressive=False)
+                         permutations, seed, slope, inverse_autoregressive=False,
+                         skip_context=skip_context)
 
 
 class IAF(AutoregressiveFlow):
@@ -471,6 +488,7 @@ class IAF(AutoregressiveFlow):
     def __init__(self, features: int, context: int = 0, transforms: int = 8, bins: int = 8,
                  hidden: Sequence[int] = (736,), bound: float = 14.0, dropout: float = 0.0,
                  permutations: Sequence[Tensor] | None = None, seed: int = 0,
-                 slope: float = 1e-3) -> None:
+                 slope: float = 1e-3, skip_context: int | None = None) -> None:
         super().__init__(features, context, transforms, bins, hidden, bound, dropout,
-                         permutations, seed, slope, inverse_autoregressive=True)
+                         permutations, seed, slope, inverse_autoregressive=True,
+                         skip_context=skip_context)
