@@ -46,7 +46,7 @@ import copy
 import math
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -157,6 +157,62 @@ def _dtype_device(module: nn.Module) -> tuple[torch.dtype, torch.device]:
 
 
 # --------------------------------------------------------------------------------------------
+# generation helpers (also used by iCaloFlow and L2LFlows)
+
+
+class LayerwiseSampler(Protocol):
+    """A model that draws layer energies, then showers given them (CaloFlow, L2LFlows)."""
+
+    geometry: Geometry
+    sampling_cfg: dict[str, Any]
+
+    def sample_layer_energies(self, e_inc: Tensor) -> Tensor: ...
+
+    def sample_showers(self, e_inc: Tensor, e_layer: Tensor) -> Tensor: ...
+
+
+def generate_in_batches(model: LayerwiseSampler, e_inc: Tensor, empty_dtype: torch.dtype, *,
+                        layers_as_showers: bool = False) -> tuple[Tensor, Tensor]:
+    """``(showers (N, V), layer energies (N, L))`` in MeV for incident energies ``e_inc`` (N,)
+    in MeV: ``model.sample_layer_energies`` then ``model.sample_showers`` on chunks of
+    ``model.sampling_cfg["batch_size"]`` showers without gradients, returned on ``e_inc``'s
+    device.
+
+    Args:
+        empty_dtype: The dtype of the (empty) result when no chunk is drawn.
+        layers_as_showers: Return the layer energies in the showers' dtype (else as drawn).
+
+    Raises:
+        DataError: An incident energy is not finite or not positive.
+    """
+    e_inc = torch.as_tensor(e_inc)
+    e = e_inc.reshape(-1)
+    if not torch.isfinite(e).all() or (e <= 0).any():
+        raise DataError("e_inc: expected finite positive incident energies in MeV, found "
+                        f"values in [{e.min().item():.4g}, {e.max().item():.4g}]")
+    out, layers = [], []
+    with torch.inference_mode():
+        for chunk in e.split(model.sampling_cfg["batch_size"]):
+            e_layer = model.sample_layer_energies(chunk)
+            out.append(model.sample_showers(chunk, e_layer))
+            layers.append(e_layer.to(out[-1].dtype) if layers_as_showers else e_layer)
+    if not out:
+        return (torch.zeros(0, model.geometry.n_voxels, dtype=empty_dtype),
+                torch.zeros(0, model.geometry.n_layers, dtype=empty_dtype))
+    return torch.cat(out).to(e_inc.device), torch.cat(layers).to(e_inc.device)
+
+
+def finish_showers(shapes: Tensor, e_layer: Tensor, geometry: Geometry,
+                   prep: dict[str, float]) -> Tensor:
+    """Generated voxels (N, V) in MeV from layer-normalised shapes (N, V): every layer scaled
+    to its energy in ``e_layer`` (N, L) MeV, clamped to ``[0, prep["max_voxel_mev"]]``, voxels
+    below ``prep["threshold_mev"]`` set to 0."""
+    showers = pp.denormalise_layers(shapes, e_layer, geometry)
+    showers = showers.clamp(0.0, prep["max_voxel_mev"])
+    return pp.threshold(showers, prep["threshold_mev"])
+
+
+# --------------------------------------------------------------------------------------------
 # shared pipeline
 
 
@@ -215,29 +271,12 @@ class _CaloFlowBase(GeneratorModel):
         ctx = self._flow2_context(e, e_layer)
         y = (self._flow2_inverse or self.flow2.inverse)(self.flow2.noise(len(ctx), ctx), ctx)
         shapes = pp.inverse_logit(y, self.prep["logit_alpha"])
-        showers = pp.denormalise_layers(shapes, e_layer, self.geometry)
-        showers = showers.clamp(0.0, self.prep["max_voxel_mev"])
-        return pp.threshold(showers, self.prep["threshold_mev"])
+        return finish_showers(shapes, e_layer, self.geometry, self.prep)
 
     def generate(self, e_inc: Tensor) -> tuple[Tensor, Tensor]:
-        """``(showers (N, V), layer energies from flow I (N, L))`` in MeV, in batches."""
-        e_inc = torch.as_tensor(e_inc)
-        e = e_inc.reshape(-1)
-        if not torch.isfinite(e).all() or (e <= 0).any():
-            raise DataError("e_inc: expected finite positive incident energies in MeV, found "
-                              f"values in [{e.min().item():.4g}, {e.max().item():.4g}]")
-        bs = self.sampling_cfg["batch_size"]
-        out, layers = [], []
-        with torch.inference_mode():
-            for chunk in e.split(bs):
-                e_layer = self.sample_layer_energies(chunk)
-                out.append(self.sample_showers(chunk, e_layer))
-                layers.append(e_layer)
-        if not out:
-            dtype = _dtype_device(self.flow2)[0]
-            return (torch.zeros(0, self.geometry.n_voxels, dtype=dtype),
-                    torch.zeros(0, self.geometry.n_layers, dtype=dtype))
-        return torch.cat(out).to(e_inc.device), torch.cat(layers).to(e_inc.device)
+        """``(showers (N, V), layer energies from flow I (N, L))`` in MeV, in batches
+        (:func:`generate_in_batches`)."""
+        return generate_in_batches(self, e_inc, _dtype_device(self.flow2)[0])
 
     def sample(self, e_inc: Tensor) -> Tensor:
         """Showers (N, V) in MeV for incident energies ``e_inc`` (N,) in MeV."""

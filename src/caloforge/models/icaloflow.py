@@ -68,6 +68,7 @@ from caloforge.models.caloflow import (
     _dtype_device,
     _flow1,
     _section,
+    finish_showers,
 )
 from caloforge.monitor import monitor_score
 from caloforge.training import fit as train_stage
@@ -262,9 +263,7 @@ class _ICaloFlowBase(_CaloFlowBase):
             y = inv3(self.flow3.noise(len(c), c), c)
             layers.append(y)
         shapes = pp.inverse_logit(torch.cat(layers, 1), self.prep["logit_alpha"])
-        showers = pp.denormalise_layers(shapes, el, self.geometry)
-        return pp.threshold(showers.clamp(0.0, self.prep["max_voxel_mev"]),
-                            self.prep["threshold_mev"])
+        return finish_showers(shapes, el, self.geometry, self.prep)
 
     def compiled_sampler(self) -> Callable[[Tensor], Tensor]:
         """:meth:`sample` with the one-pass (IAF) inverses of flows 2 and 3 compiled; the

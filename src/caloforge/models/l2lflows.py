@@ -79,10 +79,17 @@ from caloforge import preprocessing as pp
 from caloforge import stream
 from caloforge.config import train_config
 from caloforge.data import ShowerSet
-from caloforge.errors import ConfigError, DataError, GeometryError
+from caloforge.errors import ConfigError, GeometryError
 from caloforge.geometry import Geometry
 from caloforge.models.base import GeneratorModel
-from caloforge.models.caloflow import FLOW1_DEFAULTS, _flow1, _section
+from caloforge.models.caloflow import (
+    FLOW1_DEFAULTS,
+    _dtype_device,
+    _flow1,
+    _section,
+    finish_showers,
+    generate_in_batches,
+)
 from caloforge.models.l2l_layers import LayerFlows
 from caloforge.monitor import monitor_score
 from caloforge.training import fit as train_stage
@@ -185,9 +192,7 @@ class L2LFlows(GeneratorModel):
         floor = self.prep["floor"]
         t = pp.inverse_logit(x, self.prep["shape_alpha"]).clamp(0.0, 1.0)
         frac = (torch.pow(10.0, (t - 1.0) * -math.log10(floor)) - 1.5 * floor).clamp_min(0.0)
-        showers = pp.denormalise_layers(frac.reshape(len(x), -1), e_layer, self.geometry)
-        showers = showers.clamp(0.0, self.prep["max_voxel_mev"])
-        return pp.threshold(showers, self.prep["threshold_mev"])
+        return finish_showers(frac.reshape(len(x), -1), e_layer, self.geometry, self.prep)
 
     def prepare(self, data: ShowerSet, generator: torch.Generator | None = None,
                 showers: bool = True) -> dict[str, Tensor]:
@@ -289,14 +294,10 @@ class L2LFlows(GeneratorModel):
         return [*tags, ("shower_flow_", "shower flows (all layers)")]
 
     # -- generation ---------------------------------------------------------------------------
-    def _dtype_device(self, module: torch.nn.Module) -> tuple[torch.dtype, torch.device]:
-        p = next(module.parameters())
-        return p.dtype, p.device
-
     def sample_layer_energies(self, e_inc: Tensor) -> Tensor:
         """Layer energies (N, L) MeV from the energy flow, redrawing deposits above
         ``veto`` x E_inc (at most :data:`MAX_REDRAWS` rounds)."""
-        dtype, device = self._dtype_device(self.energy_flow)
+        dtype, device = _dtype_device(self.energy_flow)
         e = torch.as_tensor(e_inc).reshape(-1).to(device=device, dtype=dtype)
 
         def draw(ee: Tensor) -> Tensor:
@@ -316,7 +317,7 @@ class L2LFlows(GeneratorModel):
                        ) -> Tensor:
         """Voxels (N, V) MeV given E_inc (N,) and layer energies (N, L) MeV: the shower flows
         layer by layer (``noise`` (N, L, V_layer) fixes their base draws)."""
-        dtype, device = self._dtype_device(self.layers)
+        dtype, device = _dtype_device(self.layers)
         e = torch.as_tensor(e_inc).reshape(-1).to(device=device, dtype=dtype)
         e_layer = torch.as_tensor(e_layer).to(device=device, dtype=dtype)
         if noise is not None:
@@ -325,23 +326,10 @@ class L2LFlows(GeneratorModel):
         return self.x_to_showers(x, e_layer)
 
     def generate(self, e_inc: Tensor) -> tuple[Tensor, Tensor]:
-        """``(showers (N, V), energy-flow layer energies (N, L))`` in MeV, in batches."""
-        e_inc = torch.as_tensor(e_inc)
-        e = e_inc.reshape(-1)
-        if not torch.isfinite(e).all() or (e <= 0).any():
-            raise DataError("e_inc: expected finite positive incident energies in MeV, found "
-                            f"values in [{e.min().item():.4g}, {e.max().item():.4g}]")
-        out, layers = [], []
-        with torch.inference_mode():
-            for chunk in e.split(self.sampling_cfg["batch_size"]):
-                e_layer = self.sample_layer_energies(chunk)
-                out.append(self.sample_showers(chunk, e_layer))
-                layers.append(e_layer.to(out[-1].dtype))
-        if not out:
-            dtype = self._dtype_device(self.layers)[0]
-            return (torch.zeros(0, self.geometry.n_voxels, dtype=dtype),
-                    torch.zeros(0, self.geometry.n_layers, dtype=dtype))
-        return torch.cat(out).to(e_inc.device), torch.cat(layers).to(e_inc.device)
+        """``(showers (N, V), energy-flow layer energies (N, L), in the showers' dtype)`` in
+        MeV, in batches (:func:`~caloforge.models.caloflow.generate_in_batches`)."""
+        return generate_in_batches(self, e_inc, _dtype_device(self.layers)[0],
+                                   layers_as_showers=True)
 
     def sample(self, e_inc: Tensor) -> Tensor:
         """Showers (N, V) in MeV for incident energies ``e_inc`` (N,) in MeV."""
@@ -361,10 +349,10 @@ class L2LFlows(GeneratorModel):
         vox = torch.as_tensor(np.asarray(data.showers, dtype=np.float64))
         e = torch.as_tensor(np.asarray(data.e_inc, dtype=np.float64))
         e_layer = vox @ pp.layer_matrix(self.geometry, torch.float64)
-        d1, dev = self._dtype_device(self.energy_flow)
+        d1, dev = _dtype_device(self.energy_flow)
         lp1 = self.energy_flow.log_prob(self._u_logit(e_layer, e).to(dev, d1),
                                         energy_condition(e)[:, None].to(dev, d1))
-        d2, dev2 = self._dtype_device(self.layers)
+        d2, dev2 = _dtype_device(self.layers)
         x = self.shapes_to_x(vox, e_layer, noise=False).to(dev2, d2)
         lp2 = self.layers.log_prob(x, self._vector(e, e_layer).to(dev2, d2))
         return lp1.to(lp2.dtype) + lp2
