@@ -38,7 +38,7 @@ from caloforge.errors import ConfigError
 from caloforge.flows.actnorm import ActNorm
 from caloforge.flows.base import ConditionalFlow
 from caloforge.flows.embedding import hyper_network
-from caloforge.flows.spline import RQSTransform
+from caloforge.flows.spline import RQSTransform, rqs_inverse
 
 
 class RQSCoupling(nn.Module):
@@ -57,6 +57,7 @@ class RQSCoupling(nn.Module):
 
     idx_a: Tensor
     idx_b: Tensor
+    split: Tensor
     order: Tensor
 
     def __init__(self, features: int, context: int, mask: Tensor, bins: int = 8,
@@ -66,17 +67,22 @@ class RQSCoupling(nn.Module):
         mask = torch.as_tensor(mask, dtype=torch.bool)
         self.register_buffer("idx_a", torch.nonzero(~mask).flatten())
         self.register_buffer("idx_b", torch.nonzero(mask).flatten())
-        # position of each original feature in cat([x_a, x_b])
-        self.register_buffer("order", torch.argsort(torch.cat([self.idx_a, self.idx_b])))
+        # position of each original feature in cat([x_a, x_b]), and its inverse
+        self.register_buffer("split", torch.cat([self.idx_a, self.idx_b]), persistent=False)
+        self.register_buffer("order", torch.argsort(self.split))
         self.bins, self.bound, self.slope = bins, bound, slope
         self.n_b = len(self.idx_b)
         self.net = hyper_network(len(self.idx_a) + context, self.n_b * (3 * bins - 1), hidden,
                                  residual, act, dropout)
 
-    def _spline(self, x_a: Tensor, h: Tensor | None) -> RQSTransform:
+    def _params(self, x_a: Tensor, h: Tensor | None) -> Tensor:
+        """Raw spline parameters (N, n_b, 3K - 1) from the kept half and the context."""
         inp = x_a if h is None else torch.cat([x_a, h], -1)
         # unflatten, not reshape(len(x), ...): the batch size stays symbolic in ONNX traces
-        p = self.net(inp).unflatten(-1, (self.n_b, 3 * self.bins - 1))
+        return self.net(inp).unflatten(-1, (self.n_b, 3 * self.bins - 1))
+
+    def _spline(self, x_a: Tensor, h: Tensor | None) -> RQSTransform:
+        p = self._params(x_a, h)
         k = self.bins
         return RQSTransform(p[..., :k], p[..., k:2 * k], p[..., 2 * k:], bound=self.bound,
                             slope=self.slope)
@@ -88,9 +94,14 @@ class RQSCoupling(nn.Module):
         return torch.cat([x_a, y_b], 1)[:, self.order], ladj.sum(-1)
 
     def inverse(self, y: Tensor, h: Tensor | None = None) -> Tensor:
-        y_a, y_b = y[:, self.idx_a], y[:, self.idx_b]
-        x_b = self._spline(y_a, h).inverse(y_b)
-        return torch.cat([y_a, x_b], 1)[:, self.order]
+        return self.inverse_halves(y[:, self.idx_a], y[:, self.idx_b], h)[:, self.order]
+
+    def inverse_halves(self, y_a: Tensor, y_b: Tensor, h: Tensor | None = None) -> Tensor:
+        """The inverse in the coupling's own order: ``cat([x_a, x_b])`` (N, D) from the kept
+        half ``y_a`` and the transformed half ``y_b`` (``[:, order]`` restores the features'
+        order; :meth:`CouplingRQSFlow.inverse` folds that into the next block's gathers)."""
+        x_b = rqs_inverse(self._params(y_a, h), y_b, self.bound, self.slope)
+        return torch.cat([y_a, x_b], 1)
 
 
 class Permutation(nn.Module):
@@ -179,10 +190,19 @@ class CouplingRQSFlow(ConditionalFlow):
         return x, ladj
 
     def inverse(self, z: Tensor, c: Tensor | None = None) -> Tensor:
+        """Noise -> data. The permutations are not applied as copies: the state is kept as
+        a tensor ``s`` and an index map ``m`` with ``z = s[:, m]``; each permutation updates
+        ``m`` only, each coupling gathers its halves through ``m`` and leaves its output in its
+        own ``[x_a, x_b]`` order, and each ActNorm acts on that order with permuted
+        parameters. One gather at the end restores the features' order."""
         h = self.embed(c)
+        m: Tensor | None = None  # None: identity map
         for norm, coupling, perm in zip(reversed(self.actnorms), reversed(self.couplings),
                                         reversed(self.perms), strict=True):
-            z = coupling.inverse(perm.inverse(z), h)
-            if isinstance(norm, ActNorm):
-                z = norm.inverse(z)
-        return z
+            m = perm.inv if m is None else m[perm.inv]
+            z = coupling.inverse_halves(z[:, m[coupling.idx_a]], z[:, m[coupling.idx_b]], h)
+            m = coupling.order
+            if isinstance(norm, ActNorm):  # z in coupling order: feature j sits at column
+                src = coupling.split  # split[j] = cat([idx_a, idx_b])[j]
+                z = torch.addcmul(norm.loc[src], z, norm.log_scale[src].exp())
+        return z if m is None else z[:, m]
