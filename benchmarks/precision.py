@@ -7,7 +7,9 @@ and postprocessing in float32. This script measures both sides of that trade in 
 * **Speed** (dataset-1 photons, untrained models at their ``configs/`` sizes, one torch
   thread, batch ``--batch``): ms per shower in float32 and in bfloat16 for each one-pass
   sampler and for its same-size zuko baseline (``benchmarks/sampling.py``'s builders), the
-  two precisions alternated ``--rounds`` times (fastest call kept), plus a plain GEMM of the
+  two precisions alternated and every row interleaved with the others in ``--rounds`` rounds
+  (median of the rounds), each sampler's own matmuls replayed as plain GEMMs of the same
+  shapes (the share of its time they take), plus a plain GEMM of the
   MLP lower bound's shape in both dtypes: the machine's matmul peak, against which each
   sampler's matmul FLOP rate is stated.
 * **Accuracy**: a CaloINN trained for ``--minutes`` on simulator photons samples the same
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -85,27 +88,91 @@ def _clock(fn) -> float:
     return time.perf_counter() - t
 
 
+def matmul_shapes(fn, batch: int, precision: str) -> list[tuple[int, int, int, str]]:
+    """``(M, K, N, dtype)`` of every matrix product of one call of ``fn`` on ``batch`` showers
+    (aten ``mm`` / ``addmm`` / ``bmm`` as dispatched, so autocast's dtype is the one run)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from caloforge.generation import precision_context
+
+    shapes: list[tuple[int, int, int, str]] = []
+    aten = torch.ops.aten
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func in (aten.mm.default, aten.addmm.default, aten.bmm.default):
+                a, b = (args[0], args[1]) if func is not aten.addmm.default else args[1:3]
+                reps = a.shape[0] if a.ndim == 3 else 1
+                for _ in range(reps):
+                    shapes.append((a.shape[-2], a.shape[-1], b.shape[-1],
+                                   str(a.dtype).replace("torch.", "")))
+            return func(*args, **(kwargs or {}))
+
+    e = torch.full((batch,), 65536.0, dtype=torch.float64)
+    with torch.inference_mode(), precision_context(torch.device("cpu"), precision), Record():
+        fn(e)
+    return shapes
+
+
+def same_shape_gemm(shapes: list[tuple[int, int, int, str]], min_time: float) -> float:
+    """Seconds of plain ``torch.mm`` calls of exactly ``shapes`` (fastest pass over them of
+    those made in ``min_time``): the matmul time of a sampler if its matmuls alone ran."""
+    mats = {}
+    for m, k, n, dt in set(shapes):
+        dtype = getattr(torch, dt)
+        mats[(m, k, n, dt)] = (torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype))
+    calls = [mats[s] for s in shapes]
+
+    def run() -> None:
+        for a, b in calls:
+            torch.mm(a, b)
+
+    run()
+    best, t0 = float("inf"), time.perf_counter()
+    while True:
+        best = min(best, _clock(run))
+        if time.perf_counter() - t0 >= min_time:
+            return best
+
+
 def speed(args: argparse.Namespace) -> dict:
+    """Every row built first, then ``--rounds`` rounds in which each row (model beside its
+    baseline) is timed in both precisions and its matmuls are timed alone as plain GEMMs of
+    the same shapes: a change of the machine's load hits a model and its baseline alike.
+    Per row and precision the median over the rounds is reported (each round's figure is the
+    fastest call of that round)."""
     import sampling as s
 
-    res: dict = {"rows": {}, "batch": args.batch}
+    res: dict = {"rows": {}, "batch": args.batch, "rounds": args.rounds,
+                 "load": [os.getloadavg()[0]]}
+    built = {}
     for key, (label, build, base) in _rows().items():
         if args.smoke and key in ("student", "zuko-iaf"):
             continue
         fn, note = build(torch.device("cpu"))
-        gflop = s.count_gflop(fn, torch.device("cpu"))
-        t = {p: float("inf") for p in PRECISIONS}
-        for _ in range(args.rounds):  # alternate, so a change of load hits both alike
+        shapes = {p: matmul_shapes(fn, args.batch, p) for p in PRECISIONS}
+        built[key] = fn
+        res["rows"][key] = {"label": label, "note": note, "base": base,
+                            "gflop": s.count_gflop(fn, torch.device("cpu")),
+                            "runs": {p: [] for p in PRECISIONS},
+                            "gemm_runs": {p: [] for p in PRECISIONS}, "shapes": shapes}
+    for r in range(args.rounds):
+        for key, fn in built.items():
+            row = res["rows"][key]
             for p in PRECISIONS:
-                t[p] = min(t[p], _timed(fn, args.batch, p, args.min_time))
-        res["rows"][key] = {"label": label, "note": note, "base": base, "gflop": gflop,
-                            "s_per_shower": t}
-        print(f"{label}: " + ", ".join(f"{p} {1e3 * v:.3f} ms" for p, v in t.items()),
-              flush=True)
-        del fn
-        s.release_memory()
+                row["runs"][p].append(_timed(fn, args.batch, p, args.min_time))
+                row["gemm_runs"][p].append(same_shape_gemm(row["shapes"][p], args.min_time)
+                                           / args.batch)
+            print(f"round {r + 1} {row['label']}: " + ", ".join(
+                f"{p} {1e3 * row['runs'][p][-1]:.3f} ms (its GEMMs alone "
+                f"{1e3 * row['gemm_runs'][p][-1]:.3f})" for p in PRECISIONS), flush=True)
+    for row in res["rows"].values():
+        row["s_per_shower"] = {p: float(np.median(v)) for p, v in row["runs"].items()}
+        row["gemm_s_per_shower"] = {p: float(np.median(v)) for p, v in row["gemm_runs"].items()}
+        row["shapes"] = {p: sorted(set(v)) for p, v in row["shapes"].items()}
     res["gemm_gflops"] = gemm_peak(args.gemm_width, args.batch, args.rounds)
     res["gemm_width"] = args.gemm_width
+    res["load"].append(os.getloadavg()[0])
     return res
 
 
@@ -188,12 +255,19 @@ def render(res: dict) -> str:
             cells.append("-")
         rate = {p: r["gflop"] / t[p] for p in PRECISIONS}
         cells.append(" / ".join(f"{100 * rate[p] / peak[p]:.0f} %" for p in PRECISIONS))
+        if "gemm_s_per_shower" in r:  # runs before the same-shape GEMM column have none
+            g = r["gemm_s_per_shower"]
+            cells.append(" / ".join(f"{100 * g[p] / t[p]:.0f} %" for p in PRECISIONS))
+        else:
+            cells.append("-")
         cells.append(f"{r['gflop']:.4f}")
         rows.append(cells)
     speed_table = table(
         ["sampler", f"float32 ms/shower (bs {sp['batch']:,})", "bfloat16 ms/shower",
          "bf16 speed-up", "vs zuko baseline: fp32/fp32, bf16/fp32, bf16/bf16",
-         "matmul FLOP rate, % of GEMM peak (fp32 / bf16)", "GFLOP/shower"], rows)
+         "matmul FLOP rate, % of GEMM peak (fp32 / bf16)",
+         "its matmuls as plain GEMMs of the same shapes, % of its time (fp32 / bf16)",
+         "GFLOP/shower"], rows)
     auc_rows = []
     for name, d in ac["auc"].items():
         auc_rows.append([name] + [f"{v[0]:.3f} ± {v[1]:.3f} ({v[2]})" if v[0] is not None
@@ -211,16 +285,23 @@ def render(res: dict) -> str:
         "postprocessing in float32 (`benchmarks/precision.py`).",
         "",
         f"**Speed** (dataset-1 photons, untrained models at their `configs/` sizes, one torch "
-        f"thread, batch {sp['batch']:,}; float32 and bfloat16 alternated, fastest call kept). "
+        f"thread, batch {sp['batch']:,}; {_timing_note(sp)}). "
         "GEMM peak measured in the same run with a plain `(batch, w) @ (w, w)` of the MLP "
         f"lower bound's width w = {sp['gemm_width']:,}: {peak['float32']:.0f} GFLOP/s in "
         f"float32, {peak['bfloat16']:.0f} GFLOP/s in bfloat16. The rate column is each "
         "sampler's matmul FLOPs per shower (`torch.utils.flop_counter`) times showers per "
-        "second, over that peak. The zuko baselines are `benchmarks/sampling.py`'s "
-        "(same job, same size); \"bf16/fp32\" compares caloforge in bfloat16 with the baseline "
-        "as a zuko user runs it, \"bf16/bf16\" with the baseline under the same autocast.",
+        "second, over that peak. The next column replays each sampler's own matrix products "
+        "(every `mm`/`addmm`/`bmm` of one call, recorded at this batch size with their "
+        "dtypes) as plain `torch.mm` calls of the same shapes in the same rounds, and states "
+        "their time as a share of the sampler's: the part of its time a perfect "
+        "implementation of everything else could not remove. The zuko baselines are "
+        "`benchmarks/sampling.py`'s (same job, same size); \"bf16/fp32\" compares caloforge "
+        "in bfloat16 with the baseline as a zuko user runs it, \"bf16/bf16\" with the "
+        "baseline under the same autocast.",
         "",
         speed_table,
+        "",
+        *_target_lines(sp),
         "",
         f"**Accuracy**: a CaloINN (`configs/caloinn/1-photons.yaml`) trained for "
         f"{ac['minutes']:g} minutes ({ac['trained_seconds'] / 60:.1f} min measured) on "
@@ -238,10 +319,50 @@ def render(res: dict) -> str:
     ])
 
 
+#: Issue 15 item 2: each one-pass sampler this many times faster than its zuko baseline, and
+#: its matmul FLOP rate at least this share of the measured matmul throughput.
+TARGET_SPEEDUP, TARGET_SHARE = 1.5, 0.60
+
+
+def _timing_note(sp: dict) -> str:
+    if "rounds" not in sp:  # an older cached run
+        return "float32 and bfloat16 alternated, fastest call kept"
+    load = sp.get("load", [float("nan")] * 2)
+    return (f"all rows built first, then {sp['rounds']} rounds each timing every row (a model "
+            "beside its baseline) in float32 and bfloat16 and its matmuls alone; per figure "
+            "the median over the rounds of each round's fastest call; 1-min load average "
+            f"{load[0]:.1f} at the start, {load[-1]:.1f} at the end on {os.cpu_count()} "
+            "shared cores, so absolute times are inflated and only ratios within the run "
+            "count")
+
+
+def _target_lines(sp: dict) -> list[str]:
+    """Issue 15 item 2, float32: speed-up over the zuko baseline and matmul share."""
+    lines = [f"**Target check** (float32, batch {sp['batch']:,}): every one-pass sampler "
+             f">= {TARGET_SPEEDUP}x its zuko baseline and its matmul FLOP rate >= "
+             f"{100 * TARGET_SHARE:.0f} % of the measured matmul throughput.", ""]
+    peak = sp["gemm_gflops"]["float32"]
+    for r in sp["rows"].values():
+        if not r["base"] or r["base"] not in sp["rows"]:
+            continue
+        t = r["s_per_shower"]["float32"]
+        ratio = sp["rows"][r["base"]]["s_per_shower"]["float32"] / t
+        share = r["gflop"] / t / peak
+        parts = [f"{ratio:.2f}x its baseline ({'met' if ratio >= TARGET_SPEEDUP else 'not met'})",
+                 f"{100 * share:.0f} % of the square-GEMM peak "
+                 f"({'met' if share >= TARGET_SHARE else 'not met'})"]
+        if "gemm_s_per_shower" in r:
+            same = r["gemm_s_per_shower"]["float32"] / t
+            parts.append(f"{100 * same:.0f} % against its own GEMM shapes "
+                         f"({'met' if same >= TARGET_SHARE else 'not met'})")
+        lines.append(f"* {r['label']}: " + "; ".join(parts) + ".")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batch", type=int, default=1000)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (speed)")
     ap.add_argument("--min-time", type=float, default=1.0, help="seconds per timing")
     ap.add_argument("--gemm-width", type=int, default=2890,
                     help="GEMM width of the peak measurement (default: CaloINN's MLP bound)")

@@ -43,7 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from caloforge.flows.base import ConditionalFlow, standard_normal_log_prob
-from caloforge.flows.spline import RQSTransform
+from caloforge.flows.spline import RQSTransform, rqs_inverse
 
 __all__ = ["IAF", "MADE", "MAF", "AutoregressiveFlow", "MADERQSBlock", "Trace",
            "layer_permutations", "random_permutations"]
@@ -123,6 +123,42 @@ class MADE(nn.Module):
 
     def _inputs(self, x: Tensor, c: Tensor | None) -> Tensor:
         return torch.cat([x, c], -1) if self.context > 0 else x
+
+    def _inference_weights(self) -> list[Tensor]:
+        """The masked weights, the last one with the skip's weight appended as extra input
+        columns (so the skip is part of the last matmul instead of a second (N, D P) product
+        and sum), cached while no weight, mask or device changes (keyed on each tensor's
+        storage and version counter, which optimiser steps and ``load_state_dict`` bump)."""
+        tensors = [t for lin in self.linears for t in (lin.weight, lin.mask)]
+        if self.skip is not None:
+            tensors.append(self.skip.weight)
+        key = tuple((t.data_ptr(), t._version, t.dtype) for t in tensors)
+        cached = self.__dict__.get("_weights_cache")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        with torch.no_grad():
+            ws = [self._masked(lin) for lin in self.linears]
+            if self.skip is not None:
+                ws[-1] = torch.cat([ws[-1], self.skip.weight], 1)
+        self.__dict__["_weights_cache"] = (key, ws)
+        return ws
+
+    def forward_sampling(self, x: Tensor, c: Tensor | None = None) -> Tensor:
+        """:meth:`forward` for sampling without autograd (the IAF's one-pass direction): the
+        same outputs to float rounding, from the cached masked weights (see
+        :meth:`_inference_weights`; they hold one more copy of the MADE's weights) with the
+        skip fused into the last matmul. Falls back to :meth:`forward` under autograd,
+        tracing (ONNX) and ``torch.compile``."""
+        if torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling():
+            return self.forward(x, c)
+        ws = self._inference_weights()
+        h = self._inputs(x, c)
+        for k, lin in enumerate(self.linears[:-1]):
+            h = self.drop(self.act(nn.functional.linear(h, ws[k], lin.bias)))
+        if self.skip is not None:
+            h = torch.cat([h, self._skip_in(c)], -1)
+        h = nn.functional.linear(h, ws[-1], self.linears[-1].bias)
+        return h.unflatten(-1, (self.features, self.params))
 
     def forward(self, x: Tensor, c: Tensor | None = None) -> Tensor:
         h = self._inputs(x, c)
@@ -253,6 +289,9 @@ class MADERQSBlock(nn.Module):
 
         For a MAF block this is the sequential direction: x is computed without gradient."""
         if self.inverse_autoregressive:
+            if not with_ladj:  # plain sampling: fused MADE pass and spline inverse
+                raw = self.made.forward_sampling(y, c)
+                return rqs_inverse(raw, y, self.bound, self.slope), None, raw
             raw = self.made(y, c)
             t = self.spline(raw)
             x = t.inverse(y)
