@@ -61,6 +61,7 @@ from caloforge.flows.autoregressive import IAF, MAF, layer_permutations, random_
 from caloforge.geometry import Geometry
 from caloforge.models.base import GeneratorModel
 from caloforge.monitor import monitor_score
+from caloforge.training import TrainConfig
 from caloforge.training import fit as train_stage
 
 __all__ = ["CaloFlow", "CaloFlowStudent", "distillation_loss", "reverse_kl"]
@@ -407,6 +408,31 @@ class CaloFlow(_CaloFlowBase):
         return lp1.to(lp2.dtype) + lp2
 
 
+def check_fit_teacher(student: GeneratorModel, teacher: object, options: dict[str, Any]
+                      ) -> None:
+    """ConfigError unless a student's ``fit`` got a teacher and no other (non-None) option."""
+    options = {k: v for k, v in options.items() if v is not None}
+    if options:
+        raise ConfigError(f"{student.name}.fit: expected only teacher=, found "
+                          f"{', '.join(options)}")
+    if teacher is None:
+        raise ConfigError(f"teacher: expected a trained {student.teacher_model!r} teacher model "
+                          "(caloforge train --teacher PATH), found none")
+
+
+def check_teacher(student: GeneratorModel, teacher: object, cls: type[GeneratorModel], *,
+                  geometry: bool = False) -> None:
+    """ConfigError unless ``teacher`` is a ``cls`` (the student's ``teacher_model``); with
+    ``geometry``, GeometryError unless it has the student's number of voxels."""
+    if not isinstance(teacher, cls):
+        raise ConfigError(f"teacher: expected a trained {student.teacher_model!r} model, found "
+                          f"{getattr(teacher, 'name', type(teacher).__name__)!r}")
+    if geometry and teacher.geometry.n_voxels != student.geometry.n_voxels:
+        raise GeometryError(f"teacher[geometry]: expected {student.geometry.n_voxels} voxels "
+                            f"({student.geometry.name}), found {teacher.geometry.n_voxels} "
+                            f"({teacher.geometry.name})")
+
+
 def freeze_for_distillation(student: nn.Module, teacher: nn.Module, dtype: torch.dtype,
                             device: torch.device) -> None:
     """Freeze ``teacher`` (eval mode, no gradients), let ``student`` adopt its preprocessing,
@@ -478,6 +504,42 @@ def reverse_kl(student: IAF, teacher: MAF, c: Tensor, z: Tensor) -> float:
     return float((log_q - log_p).mean())
 
 
+def distil_stage(model: GeneratorModel, student: IAF, teacher: MAF, cfg: TrainConfig,
+                 train: Any, val: Any, kl: tuple[Tensor, Tensor], val_showers: object,
+                 run_dir: str | os.PathLike | None, *, name: str, desc: str, resume: bool,
+                 z_context: Callable[[tuple[Tensor, ...]], Tensor] | None = None
+                 ) -> dict[str, list[float]]:
+    """One distillation stage (tag and history prefix ``{name}_``): ``student`` learns the
+    frozen ``teacher`` with :func:`distillation_loss` (``model.distill_cfg``) on batches
+    ``(x, c, ...)`` of ``train``/``val``, the z-side at contexts ``z_context(batch)``
+    (computed without gradients; default ``c``).
+
+    The validation score is ``training.{name}.monitor`` when that is ``histogram`` or
+    ``classifier`` (``model``'s showers against ``val_showers``), else :func:`reverse_kl` at
+    the fixed contexts and noise ``kl = (c, z)``: the kept weights are those of the lowest KL.
+    """
+    kl_c, kl_z = kl
+
+    def loss_fn(s_flow: nn.Module, batch: tuple[Tensor, ...]) -> Tensor:
+        x, c = batch[0], batch[1]
+        if z_context is None:
+            c_z = c
+        else:
+            with torch.no_grad():
+                c_z = z_context(batch)
+        return distillation_loss(s_flow, teacher, x, c, c_z, model.distill_cfg)["loss"]
+
+    def kl_score(s_flow: nn.Module) -> float:
+        return reverse_kl(s_flow, teacher, kl_c, kl_z)
+
+    score = monitor_score(cfg, model.sample,
+                          stream.monitor_val(cfg.monitor, cfg.monitor_samples, val_showers),
+                          f"training.{name}") or kl_score
+    h = train_stage(student, loss_fn, train, val, cfg, run_dir, tag=f"{name}_",
+                    val_score=score, resume=resume, desc=desc)
+    return {f"{name}_{k}": v for k, v in h.items()}
+
+
 # --------------------------------------------------------------------------------------------
 # student
 
@@ -516,13 +578,7 @@ class CaloFlowStudent(_CaloFlowBase):
 
     def adopt_teacher(self, teacher: CaloFlow) -> None:
         """Copy the teacher's preprocessing, flow I (weights) and flow-II permutations."""
-        if not isinstance(teacher, CaloFlow):
-            raise ConfigError(f"teacher: expected a trained 'caloflow' model, found "
-                              f"{getattr(teacher, 'name', type(teacher).__name__)!r}")
-        if teacher.geometry.n_voxels != self.geometry.n_voxels:
-            raise GeometryError(f"teacher[geometry]: expected {self.geometry.n_voxels} voxels "
-                                f"({self.geometry.name}), found {teacher.geometry.n_voxels} "
-                                f"({teacher.geometry.name})")
+        check_teacher(self, teacher, CaloFlow, geometry=True)
         t_cfg = {"preprocessing": dict(teacher.prep),
                  "flow1": _section(teacher.config, "flow1", FLOW1_DEFAULTS),
                  "flow2": {k: v for k, v in _section(teacher.config, "flow2",
@@ -556,26 +612,17 @@ class CaloFlowStudent(_CaloFlowBase):
 
         The teacher is frozen, switched to eval mode and moved to the stage's device/dtype.
         """
-        options = {k: v for k, v in options.items() if v is not None}
-        if options:
-            raise ConfigError(f"caloflow-student.fit: expected only teacher=, found "
-                              f"{', '.join(options)}")
-        if teacher is None:
-            raise ConfigError("teacher: expected a trained 'caloflow' teacher model "
-                              "(caloforge train --teacher PATH), found none")
+        check_fit_teacher(self, teacher, options)
         source = stream.as_source(train, self.geometry)
         if source is not None:  # files: streamed, bounded memory
             val = stream.as_val_source(val, self.geometry, seed=1)
         _check_geometry(self, source or train, "train")
         if val is not None:
             _check_geometry(self, val, "val")
-        if not isinstance(teacher, CaloFlow):
-            raise ConfigError(f"teacher: expected a trained 'caloflow' model, found "
-                              f"{getattr(teacher, 'name', type(teacher).__name__)!r}")
+        check_teacher(self, teacher, CaloFlow)
         cfg = train_config(self.config, "student", epochs, progress)
         dtype, device = cfg.torch_dtype, cfg.torch_device()
         freeze_for_distillation(self, teacher, dtype, device)
-        t_flow = teacher.flow2
 
         keys = ("x2", "c2", "e_inc")
         n_kl = self.distill_cfg["kl_samples"]
@@ -594,22 +641,13 @@ class CaloFlowStudent(_CaloFlowBase):
             kl_c = (val_t if val_t is not None else train_t)[1][:n_kl]
         gen = torch.Generator().manual_seed(cfg.seed + 2)
         kl_z = torch.randn(len(kl_c), self.geometry.n_voxels, generator=gen, dtype=dtype)
-        kl_c, kl_z = kl_c.to(device), kl_z.to(device)
 
-        def loss_fn(student: nn.Module, batch: tuple[Tensor, ...]) -> Tensor:
-            x, c, e_inc = batch
-            with torch.no_grad():  # z-side contexts from flow-I samples at the same energies
-                c_z = self._flow2_context(e_inc, self.sample_layer_energies(e_inc).to(dtype))
-            return self.distillation_loss(student, t_flow, x, c, c_z)["loss"]
+        def z_context(batch: tuple[Tensor, ...]) -> Tensor:
+            e_inc = batch[2]  # z-side contexts from flow-I samples at the same energies
+            return self._flow2_context(e_inc, self.sample_layer_energies(e_inc).to(dtype))
 
-        def kl_score(student: nn.Module) -> float:
-            return self.reverse_kl(t_flow, kl_c, kl_z)
-
-        score = monitor_score(cfg, self.sample,
-                              stream.monitor_val(cfg.monitor, cfg.monitor_samples, val),
-                              "training.student") or kl_score
-
-        h = train_stage(self.flow2, loss_fn, train_t, val_t, cfg, run_dir, tag="student_",
-                        val_score=score, resume=resume, desc="student")
+        history = distil_stage(self, self.flow2, teacher.flow2, cfg, train_t, val_t,
+                               (kl_c.to(device), kl_z.to(device)), val, run_dir, name="student",
+                               desc="student", resume=resume, z_context=z_context)
         self.eval()
-        return {f"student_{k}": v for k, v in h.items()}
+        return history

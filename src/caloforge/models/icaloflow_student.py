@@ -37,12 +37,11 @@ import os
 from typing import Any
 
 import torch
-from torch import Tensor, nn
 
 from caloforge import stream
 from caloforge.config import train_config
 from caloforge.data import ShowerSet
-from caloforge.errors import ConfigError, GeometryError
+from caloforge.errors import ConfigError
 from caloforge.flows.autoregressive import IAF
 from caloforge.geometry import Geometry
 from caloforge.models.caloflow import (
@@ -50,9 +49,10 @@ from caloforge.models.caloflow import (
     _dtype_device,
     _flow1,
     _section,
-    distillation_loss,
+    check_fit_teacher,
+    check_teacher,
+    distil_stage,
     freeze_for_distillation,
-    reverse_kl,
 )
 from caloforge.models.icaloflow import (
     PREPROCESSING_DEFAULTS,
@@ -63,8 +63,6 @@ from caloforge.models.icaloflow import (
     flow_section,
     layers_per_shower,
 )
-from caloforge.monitor import monitor_score
-from caloforge.training import fit as train_stage
 
 __all__ = ["ICaloFlowStudent"]
 
@@ -113,13 +111,7 @@ class ICaloFlowStudent(_ICaloFlowBase):
 
     def adopt_teacher(self, teacher: ICaloFlow) -> None:
         """Copy the teacher's preprocessing, flow-1 (weights) and the permutations."""
-        if not isinstance(teacher, ICaloFlow):
-            raise ConfigError(f"teacher: expected a trained 'icaloflow' model, found "
-                              f"{getattr(teacher, 'name', type(teacher).__name__)!r}")
-        if teacher.geometry.n_voxels != self.geometry.n_voxels:
-            raise GeometryError(f"teacher[geometry]: expected {self.geometry.n_voxels} voxels "
-                                f"({self.geometry.name}), found {teacher.geometry.n_voxels} "
-                                f"({teacher.geometry.name})")
+        check_teacher(self, teacher, ICaloFlow, geometry=True)
         keep = ("transforms", "bins", "bound", "seed")
         t_cfg: dict[str, Any] = {"preprocessing": dict(teacher.prep),
                                  "flow1": dict(teacher.flow_cfg["flow1"])}
@@ -141,16 +133,8 @@ class ICaloFlowStudent(_ICaloFlowBase):
         ``flow3_*``); the validation score of each is the reverse KL against the teacher's
         flow, so the kept weights are those of the lowest KL. The teacher is frozen,
         switched to eval mode and moved to the stages' device/dtype."""
-        options = {k: v for k, v in options.items() if v is not None}
-        if options:
-            raise ConfigError(f"icaloflow-student.fit: expected only teacher=, found "
-                              f"{', '.join(options)}")
-        if teacher is None:
-            raise ConfigError("teacher: expected a trained 'icaloflow' teacher model "
-                              "(caloforge train --teacher PATH), found none")
-        if not isinstance(teacher, ICaloFlow):
-            raise ConfigError(f"teacher: expected a trained 'icaloflow' model, found "
-                              f"{getattr(teacher, 'name', type(teacher).__name__)!r}")
+        check_fit_teacher(self, teacher, options)
+        check_teacher(self, teacher, ICaloFlow)
         cfgs = {name: train_config(self.config, name, epochs, progress)
                 for name in STUDENT_STAGES}
         if cfgs["flow2"].monitor != "loss":
@@ -175,24 +159,12 @@ class ICaloFlowStudent(_ICaloFlowBase):
             kl_z = torch.randn(len(kl_c), self.layer_size, generator=gen)
             kl_c = kl_c.to(device=cfg.torch_device(), dtype=cfg.torch_dtype)
             kl_z = kl_z.to(device=cfg.torch_device(), dtype=cfg.torch_dtype)
-
-            def loss_fn(student: nn.Module, batch: tuple[Tensor, ...], t_flow=t_flow) -> Tensor:
-                x, c = batch
-                return distillation_loss(student, t_flow, x, c, c, self.distill_cfg)["loss"]
-
-            def kl_score(student: nn.Module, t_flow=t_flow, c=kl_c, z=kl_z) -> float:
-                return reverse_kl(student, t_flow, c, z)
-
-            score = kl_score
-            if name == "flow3":
-                score = monitor_score(cfg, self.sample,
-                                      stream.monitor_val(cfg.monitor, cfg.monitor_samples, val),
-                                      "training.flow3") or kl_score
             fn = self._batch_fn(name, cfg.torch_dtype)
             va = stream.TensorBatches(val, fn, cfg.seed + 1) if val is not None else None
-            h = train_stage(s_flow, loss_fn, stream.TensorBatches(source, fn, cfg.seed), va,
-                            cfg, run_dir, tag=f"{name}_", val_score=score, resume=resume,
-                            desc=f"student {name}")
-            history.update({f"{name}_{k}": v for k, v in h.items()})
+            # flow2's monitor is 'loss' (checked above): its score is the reverse KL
+            history.update(distil_stage(self, s_flow, t_flow, cfg,
+                                        stream.TensorBatches(source, fn, cfg.seed), va,
+                                        (kl_c, kl_z), val, run_dir, name=name,
+                                        desc=f"student {name}", resume=resume))
         self.eval()
         return history
