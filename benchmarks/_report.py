@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,12 +58,12 @@ def table(header: list[str], rows: list[list[object]]) -> str:
 TAGS = ("low", "high", "gbdt_low", "gbdt_high")
 
 
-def classifier_fields(m: dict) -> dict:
-    """AUC, its uncertainty and the learned flag of every classifier in ``TAGS`` from a
+def classifier_fields(m: dict, tags: Iterable[str] = TAGS) -> dict:
+    """AUC, its uncertainty and the learned flag of every classifier in ``tags`` from a
     metrics.json dict, under the keys the tables read (``auc_<t>``, ``auc_err_<t>``,
     ``learned_<t>``)."""
     out = {}
-    for t in TAGS:
+    for t in tags:
         out.update({f"auc_{t}": m.get(f"auc_{t}"), f"auc_err_{t}": m.get(f"auc_{t}_err"),
                     f"learned_{t}": m.get(f"learned_{t}")})
     return out
@@ -91,3 +92,8 @@ def auc_cell(r: dict, tag: str) -> str:
     err = r.get(f"auc_err_{tag}")
     text = f"{auc:.3f}" + (f" ± {err:.3f}" if isinstance(err, int | float) else "")
     return text + ("" if r.get(f"learned_{tag}") else "*")
+
+
+def num_cell(v: object, nd: int = 3) -> str:
+    """``v`` with ``nd`` decimals, ``–`` when it is not a number."""
+    return f"{v:.{nd}f}" if isinstance(v, int | float) else "–"

@@ -56,7 +56,15 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import ROOT, machine, table, update_section  # noqa: E402
+from _report import (  # noqa: E402
+    ROOT,
+    auc_cell,
+    classifier_fields,
+    machine,
+    num_cell,
+    table,
+    update_section,
+)
 
 OUT = ROOT / "benchmarks" / "out" / "layerwise_quality"
 #: Default recipes per dataset (the MAF L2LFlows twin is used where it exists).
@@ -235,9 +243,7 @@ def evaluate(gen: Path, ref: Path, out: Path, args: argparse.Namespace, subsampl
            "density": prdc.get("density"), "coverage": prdc.get("coverage"),
            "classifier_settings": {k: v.get("protocol") for k, v in
                                    (m.get("classifier") or {}).items()}}
-    for tag in CLASSIFIERS:
-        row.update({f"auc_{tag}": m.get(f"auc_{tag}"), f"auc_err_{tag}": m.get(f"auc_{tag}_err"),
-                    f"learned_{tag}": m.get(f"learned_{tag}")})
+    row.update(classifier_fields(m, CLASSIFIERS))
     return row
 
 
@@ -434,24 +440,11 @@ def finish(run: dict, args: argparse.Namespace, tag: str) -> int:
     return 0
 
 
-def _f(v: object, nd: int = 3) -> str:
-    return f"{v:.{nd}f}" if isinstance(v, int | float) else "–"
-
-
 def _pm(r: dict, key: str) -> str:
     v, e = r.get(key), r.get(f"{key}_err")
     if not isinstance(v, int | float):
         return "–"
     return f"{v:.3g}" + (f" ± {e:.2g}" if isinstance(e, int | float) else "")
-
-
-def _auc(r: dict, tag: str) -> str:
-    auc = r.get(f"auc_{tag}")
-    if not isinstance(auc, int | float):
-        return "–"
-    err = r.get(f"auc_err_{tag}")
-    text = f"{auc:.3f}" + (f" ± {err:.3f}" if isinstance(err, int | float) else "")
-    return text + ("" if r.get(f"learned_{tag}") else "*")
 
 
 def _trained_for(r: dict) -> str:
@@ -483,10 +476,10 @@ def render(run: dict) -> str:
             failed.append(f"* `{name}`: not in the table: {r['error']}")
             continue
         body.append([f"**{name}**" if not r["untrained"] else name, _trained_for(r),
-                     r.get("n_evaluated", "–"), *(_auc(r, t) for t in CLASSIFIERS),
-                     _pm(r, "fpd"), _pm(r, "kpd"), _f(r.get("sep_mean"), 4),
-                     f"{_f(r.get('precision'), 2)} / {_f(r.get('recall'), 2)}",
-                     _f(r.get("ms_per_shower"), 2),
+                     r.get("n_evaluated", "–"), *(auc_cell(r, t) for t in CLASSIFIERS),
+                     _pm(r, "fpd"), _pm(r, "kpd"), num_cell(r.get("sep_mean"), 4),
+                     f"{num_cell(r.get('precision'), 2)} / {num_cell(r.get('recall'), 2)}",
+                     num_cell(r.get("ms_per_shower"), 2),
                      f"{r.get('load_start', float('nan')):.1f}-"
                      f"{r.get('load_end', float('nan')):.1f}"])
     budgets = sorted({(r["budget"]["minutes"], r["budget"]["fits"]) for r in rows.values()
