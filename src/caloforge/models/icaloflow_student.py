@@ -112,7 +112,7 @@ class ICaloFlowStudent(_ICaloFlowBase):
     def adopt_teacher(self, teacher: ICaloFlow) -> None:
         """Copy the teacher's preprocessing, flow-1 (weights) and the permutations."""
         check_teacher(self, teacher, ICaloFlow, geometry=True)
-        keep = ("transforms", "bins", "bound", "seed")
+        keep = ("transforms", "bins", "bound", "seed", "skip")
         t_cfg: dict[str, Any] = {"preprocessing": dict(teacher.prep),
                                  "flow1": dict(teacher.flow_cfg["flow1"])}
         for name in STUDENT_STAGES:
