@@ -41,6 +41,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from caloforge.flows.base import ConditionalFlow, standard_normal_log_prob
 from caloforge.flows.spline import RQSTransform, rqs_inverse
@@ -365,6 +366,12 @@ class Trace(tuple):
     raws = property(lambda self: self[3])
 
 
+def _block_out(block: nn.Module, h: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor]:
+    """A block's (output, log-det), for :func:`torch.utils.checkpoint.checkpoint`."""
+    out, ladj, _ = block(h, c)
+    return out, ladj
+
+
 class AutoregressiveFlow(ConditionalFlow):
     """A stack of MADE-RQS blocks with fixed permutations and a standard-normal base.
 
@@ -404,6 +411,10 @@ class AutoregressiveFlow(ConditionalFlow):
                 raise ValueError(f"permutations: expected permutations of range({features})")
         self.transforms, self.bins, self.bound = transforms, bins, float(bound)
         self.hidden = tuple(int(h) for h in hidden)
+        #: Training memory: when True, :meth:`forward` under autograd keeps only each block's
+        #: input and recomputes the block in the backward pass (gradient checkpointing):
+        #: activation memory of one block instead of all, for ~1.3x the step time.
+        self.checkpoint_blocks = False
         self.inverse_autoregressive = inverse_autoregressive
         self.blocks = nn.ModuleList(
             MADERQSBlock(features, context, bins, hidden, bound, dropout, slope,
@@ -441,11 +452,16 @@ class AutoregressiveFlow(ConditionalFlow):
         ladj = x.new_zeros(x.shape[0])
         states, raws = [], []
         h = x
+        recompute = self.checkpoint_blocks and not keep and torch.is_grad_enabled()
         for k, block in enumerate(self.blocks):
             h = h[:, getattr(self, f"perm{k}")]
             if keep:
                 states.append(h)
-            h, l, raw = block(h, c)
+            if recompute:  # keep the block's input only; recompute the rest in backward
+                h, l = checkpoint(_block_out, block, h, c, use_reentrant=False)
+                raw = None
+            else:
+                h, l, raw = block(h, c)
             ladj = ladj + l
             if keep:
                 raws.append(raw)
