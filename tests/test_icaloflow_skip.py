@@ -34,3 +34,15 @@ def test_skip_conditions_reads_only_the_scalar_context_and_the_student_inherits_
 def test_bad_skip_value_refused_in_one_line() -> None:
     with pytest.raises(ConfigError, match=r"flow3\.skip.*conditions.*'voxels'"):
         ICaloFlow(DS2, _cfg("voxels"))
+
+
+def test_checkpoint_key_turns_on_block_recomputation() -> None:
+    cfg = _cfg("all")
+    assert not ICaloFlow(DS2, cfg).flow3.checkpoint_blocks
+    cfg["flow2"] = {**cfg["flow2"], "checkpoint": True}
+    cfg["flow3"]["checkpoint"] = True
+    model = ICaloFlow(DS2, cfg)
+    assert model.flow2.checkpoint_blocks and model.flow3.checkpoint_blocks
+    cfg["flow3"]["checkpoint"] = "yes"
+    with pytest.raises(ConfigError, match=r"flow3\.checkpoint.*true or false"):
+        ICaloFlow(DS2, cfg)
