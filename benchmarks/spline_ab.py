@@ -1,23 +1,33 @@
-"""A/B of the spline set-up inside the shipped samplers: caloforge's
-:class:`~caloforge.flows.spline.RQSTransform` against zuko's ``MonotonicRQSTransform``.
+"""A/B/C of the sampling paths inside the shipped samplers, in one process.
 
-Both build the same spline from the same raw parameters (tested equal); caloforge's normalises
-the bins with ``exp / sum`` instead of ``torch.softmax``. The script builds the untrained
-CaloINN, CaloFlow student and CaloMan at recipe size, swaps the spline class in
-:mod:`caloforge.flows.coupling` and :mod:`caloforge.flows.autoregressive`, and times
-``model.sample`` with each, interleaved (two rounds), on one torch thread; a figure is the
-fastest of 3 calls over both rounds, ms per shower. Prints a Markdown table (writes no
-BENCHMARKS.md section: on a shared machine run it when the load is low).
+Three implementations of the same sampling step (tested equal; ``tests/test_fast_sampling.py``)
+are swapped into the untrained CaloINN, CaloFlow student and CaloMan at recipe size:
+
+* ``zuko``: zuko's ``MonotonicRQSTransform`` set-up (``torch.softmax``) and its inverse, with
+  CaloINN's permutations applied as copies and the student's MADE as a plain masked pass plus
+  a separate context skip (the state before any caloforge speed work);
+* ``rqs``: :class:`~caloforge.flows.spline.RQSTransform` (explicit ``exp / sum`` set-up), the
+  same copies and MADE pass (the state before :func:`~caloforge.flows.spline.rqs_inverse`);
+* ``fused``: the shipped path: :func:`~caloforge.flows.spline.rqs_inverse` from the raw
+  parameters, permutations folded into index maps (:meth:`CouplingRQSFlow.inverse`), the
+  IAF's MADE with cached masked weights and the skip inside the last matmul
+  (:meth:`MADE.forward_sampling`).
+
+``model.sample`` is timed with each, interleaved (``--rounds`` rounds, one torch thread); a
+figure is the median over the rounds of each round's fastest of 3 calls, ms per shower.
+Prints a Markdown table (writes no BENCHMARKS.md section: on a shared machine only the
+ratios within one run mean anything).
 
 Usage::
 
-    python benchmarks/spline_ab.py [--sizes 100,1000]
+    python benchmarks/spline_ab.py [--sizes 100,1000] [--rounds 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -27,10 +37,40 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
+def _reference_paths():
+    """(coupling-flow inverse, MADE-RQS block inverse) computed block by block with copies
+    and :meth:`RQSTransform.inverse`: the paths before the fused sampling step."""
+    from caloforge.flows.actnorm import ActNorm
+
+    def flow_inverse(self, z, c=None):
+        h = self.embed(c)
+        for norm, coupling, perm in zip(reversed(self.actnorms), reversed(self.couplings),
+                                        reversed(self.perms), strict=True):
+            y = perm.inverse(z)
+            y_a, y_b = y[:, coupling.idx_a], y[:, coupling.idx_b]
+            x_b = coupling._spline(y_a, h).inverse(y_b)
+            z = torch.cat([y_a, x_b], 1)[:, coupling.order]
+            if isinstance(norm, ActNorm):
+                z = norm.inverse(z)
+        return z
+
+    def block_inverse(self, y, c=None, with_ladj=True):
+        if self.inverse_autoregressive and not with_ladj:
+            raw = self.made(y, c)
+            return self.spline(raw).inverse(y), None, raw
+        return FUSED[1](self, y, c, with_ladj)
+
+    return flow_inverse, block_inverse
+
+
+FUSED: tuple = ()
+
+
 def main(argv: list[str] | None = None) -> int:
+    global FUSED
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="100,1000", help="batch sizes")
-    ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     import sampling
@@ -41,38 +81,54 @@ def main(argv: list[str] | None = None) -> int:
     import caloforge.flows.coupling as cp
     from caloforge.flows.spline import RQSTransform
 
+    class ZukoRQS(MonotonicRQSTransform):
+        """zuko's transform; ``inverse`` through its ``.inv`` object, as zuko users call it."""
+
+        def inverse(self, y: torch.Tensor) -> torch.Tensor:
+            return self.inv(y)
+
+    FUSED = (cp.CouplingRQSFlow.inverse, ar.MADERQSBlock.inverse)
+    ref_flow, ref_block = _reference_paths()
+    variants = {"zuko": (ZukoRQS, ref_flow, ref_block),
+                "rqs": (RQSTransform, ref_flow, ref_block),
+                "fused": (RQSTransform, *FUSED)}
     dev = torch.device("cpu")
     rows = {"caloinn": sampling.build_caloinn(dev)[0],
             "caloflow-student": sampling.build_student(dev)[0],
             "caloman": sampling.build_caloman(dev)[0]}
     sizes = [int(s) for s in args.sizes.split(",")]
-    best: dict[tuple[str, int, str], float] = {}
+    runs: dict[tuple[str, int, str], list[float]] = {}
     load0 = os.getloadavg()[0]
     try:
-        for b in sizes:
-            e = torch.full((b,), 65536.0, dtype=torch.float64)
-            for _ in range(args.rounds):
-                for impl, cls in (("zuko", MonotonicRQSTransform), ("caloforge", RQSTransform)):
+        for _ in range(args.rounds):
+            for b in sizes:
+                e = torch.full((b,), 65536.0, dtype=torch.float64)
+                for impl, (cls, flow_inv, block_inv) in variants.items():
                     cp.RQSTransform = ar.RQSTransform = cls
+                    cp.CouplingRQSFlow.inverse, ar.MADERQSBlock.inverse = flow_inv, block_inv
                     for name, fn in rows.items():
+                        best = float("inf")
                         with torch.inference_mode():
                             fn(e)
                             for _ in range(3):
                                 t = time.perf_counter()
                                 fn(e)
-                                ms = 1e3 * (time.perf_counter() - t) / b
-                                key = (name, b, impl)
-                                best[key] = min(best.get(key, float("inf")), ms)
+                                best = min(best, 1e3 * (time.perf_counter() - t) / b)
+                        runs.setdefault((name, b, impl), []).append(best)
     finally:
         cp.RQSTransform = ar.RQSTransform = RQSTransform
+        cp.CouplingRQSFlow.inverse, ar.MADERQSBlock.inverse = FUSED
+    med = {k: statistics.median(v) for k, v in runs.items()}
     print(f"{machine()}; 1-min load average {load0:.1f} at the start, "
-          f"{os.getloadavg()[0]:.1f} at the end\n")
-    print("| model | batch | zuko set-up ms/shower | caloforge ms/shower | speed-up |")
-    print("|---|---|---|---|---|")
+          f"{os.getloadavg()[0]:.1f} at the end; {args.rounds} interleaved rounds, medians\n")
+    print("| model | batch | zuko set-up + copies | RQSTransform + copies | fused (shipped) "
+          "| fused vs RQSTransform | fused vs zuko set-up |")
+    print("|---|---|---|---|---|---|---|")
     for name in rows:
         for b in sizes:
-            z, c = best[(name, b, "zuko")], best[(name, b, "caloforge")]
-            print(f"| {name} | {b:,} | {z:.3f} | {c:.3f} | {z / c:.2f}x |")
+            z, r, f = (med[(name, b, i)] for i in variants)
+            print(f"| {name} | {b:,} | {z:.3f} | {r:.3f} | {f:.3f} | {r / f:.2f}x "
+                  f"| {z / f:.2f}x |")
     return 0
 
 
