@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
+import h5py
 import numpy as np
 import pytest
 
 from caloforge.data import ShowerSet, write_showers
 from caloforge.geometry import Geometry
+from caloforge.models.base import GeneratorModel, load_model
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "benchmarks"
 
 
 def make_showers(dataset: str = "1-photons", n: int = 64, dtype: type = np.float32,
@@ -68,3 +75,55 @@ def run_cli_many(commands: dict[str, list], timeout: float = 120
         stdout, stderr = p.communicate(timeout=timeout)
         out[k] = subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr)
     return out
+
+
+def cli_train_generate_resume(model: str, recipe: Path, data: Path, run: Path, n: int,
+                              n_voxels: int) -> GeneratorModel:
+    """The CLI round trip of a streamed model: ``caloforge train`` on the file ``data`` into
+    ``run`` (asserting it says "streamed"), ``generate -n n`` from it (asserting ``n``
+    non-negative showers of ``n_voxels``), ``train --resume --epochs 2`` (asserting that every
+    stage's metrics.csv then holds 2 epochs); returns the loaded model."""
+    r = run_cli("train", "--model", model, "--config", recipe, "--data", data, "-o", run,
+                "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "streamed" in r.stdout
+    out = run.parent / f"{run.name}_gen.h5"
+    r = run_cli("generate", "--checkpoint", run / "model.pt", "-n", str(n), "-o", out, "--quiet")
+    assert r.returncode == 0, r.stderr
+    with h5py.File(out) as fh:
+        assert fh["showers"].shape == (n, n_voxels) and (fh["showers"][:] >= 0).all()
+    r = run_cli("train", "--model", model, "--config", recipe, "--data", data, "-o", run,
+                "--quiet", "--resume", "--epochs", "2")
+    assert r.returncode == 0, r.stderr
+    loaded = load_model(run / "model.pt")
+    for tag, _ in loaded.stage_tags():
+        rows = (run / f"{tag}metrics.csv").read_text().strip().splitlines()
+        assert len(rows) == 1 + 2, (tag, rows)
+    return loaded
+
+
+def assert_export_refused(checkpoint: Path, onnx: Path, name: str) -> None:
+    """``caloforge export`` of ``checkpoint`` fails with one line naming ``name``."""
+    r = run_cli("export", "--checkpoint", checkpoint, "-o", onnx)
+    assert r.returncode != 0 and name in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """``benchmarks/<name>.py`` imported as a module (with benchmarks/ on ``sys.path`` for its
+    own imports, as when it runs as a script)."""
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def run_benchmark(name: str, *args: str | os.PathLike, timeout: float = 300
+                  ) -> subprocess.CompletedProcess:
+    """``python benchmarks/<name>.py ARGS`` from the repository root, output captured as
+    text."""
+    return subprocess.run([sys.executable, str(BENCHMARKS / f"{name}.py"), *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                          check=False)

@@ -4,37 +4,24 @@ generate, evaluate, render) with the real CLI at toy size, and bad requests fail
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "layerwise_quality.py"
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("layerwise_quality", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from conftest import ROOT, load_benchmark, run_benchmark
 
 
 def test_unknown_mode_is_an_error_before_any_work(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--no-write", "--modes",
-                           "cls-gbdt-low,cls-bogus", "--scratch", str(tmp_path)],
-                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    proc = run_benchmark("layerwise_quality", "--smoke", "--no-write", "--modes",
+                         "cls-gbdt-low,cls-bogus", "--scratch", tmp_path, timeout=120)
     assert proc.returncode != 0 and "cls-bogus" in proc.stderr
     assert not (tmp_path / "data").exists()  # nothing simulated
 
 
 def test_derived_recipe_splits_the_budget_over_the_stages(tmp_path: Path) -> None:
-    lq = _module()
+    lq = load_benchmark("layerwise_quality")
     src = ROOT / "configs" / "caloman" / "2-cpu.yaml"
     split = lq.derived_recipe(src, 90.0, tmp_path / "r.yaml")
     import yaml
@@ -53,9 +40,8 @@ def test_smoke_run(tmp_path: Path) -> None:
     """--smoke: CaloMan 2-cpu and its untrained twin end to end (meant to take under 2
     minutes on an idle 2-core machine; the timeout allows for a heavily shared one)."""
     t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--no-write", "--scratch",
-                           str(tmp_path), "--threads", "1"],
-                          capture_output=True, text=True, timeout=1500, cwd=ROOT)
+    proc = run_benchmark("layerwise_quality", "--smoke", "--no-write", "--scratch", tmp_path,
+                         "--threads", "1", timeout=1500)
     wall = time.monotonic() - t0
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     run = json.loads((tmp_path / "results.json").read_text())
@@ -77,7 +63,7 @@ def test_smoke_run(tmp_path: Path) -> None:
     # a random decoder's showers are easy to tell from simulated ones
     assert untrained["auc_gbdt_high"] > 0.8
     # the section renders from the cache alone, with the stated reductions
-    text = _module().render(run)
+    text = load_benchmark("layerwise_quality").render(run)
     assert "| **caloman/2-cpu** |" in text and "| caloman/2-cpu (untrained) |" in text
     assert "N = 300 training showers" in text and "150 held-out" in text
     assert proc.stdout.count("## Layer-by-layer") == 1
@@ -88,7 +74,7 @@ def test_smoke_run(tmp_path: Path) -> None:
 def test_default_recipes_exist(dataset: str) -> None:
     """The default model list names recipes of this checkout (the MAF L2LFlows twin of dataset
     3 may be absent: the run then says so)."""
-    lq = _module()
+    lq = load_benchmark("layerwise_quality")
     present = [r for r in lq.RECIPES[dataset] if (ROOT / "configs" / r).exists()]
     assert len(present) >= 4
     assert (ROOT / "configs" / lq.STUDENT[dataset]).exists()

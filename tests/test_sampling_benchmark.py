@@ -5,27 +5,14 @@ those of the CaloChallenge table."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-BENCH = ROOT / "benchmarks"
-
-
-def _module():
-    sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location("sampling_layerwise",
-                                                  BENCH / "sampling_layerwise.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from conftest import load_benchmark, run_benchmark
 
 
 def test_issue_targets_are_the_challenge_figures() -> None:
-    sl = _module()
+    sl = load_benchmark("sampling_layerwise")
     figs = sl.challenge_figures()
     if not figs:  # the shared results table is not part of the repository
         return
@@ -38,11 +25,9 @@ def test_issue_targets_are_the_challenge_figures() -> None:
 
 def test_toy_run_through_sampling_py(tmp_path: Path) -> None:
     out = tmp_path / "run.json"
-    proc = subprocess.run(
-        [sys.executable, str(BENCH / "sampling.py"), "--datasets", "2", "--rows", "caloman",
-         "--scales", "cpu", "--threads-list", "1", "--sizes", "1,10,100000", "--min-time", "0",
-         "--no-write", "--output", str(out)],
-        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    proc = run_benchmark("sampling", "--datasets", "2", "--rows", "caloman", "--scales", "cpu",
+                         "--threads-list", "1", "--sizes", "1,10,100000", "--min-time", "0",
+                         "--no-write", "--output", out)
     assert proc.returncode == 0, proc.stderr[-2000:]
     run = json.loads(out.read_text())
     (row,) = run["rows"]
@@ -57,11 +42,9 @@ def test_toy_run_through_sampling_py(tmp_path: Path) -> None:
 
 def test_memory_allowance_skips_a_model_with_its_reason(tmp_path: Path) -> None:
     out = tmp_path / "run.json"
-    proc = subprocess.run(
-        [sys.executable, str(BENCH / "sampling_layerwise.py"), "--datasets", "2", "--rows",
-         "caloman", "--scales", "cpu", "--threads-list", "1", "--sizes", "1",
-         "--memory-gb", "0.0001", "--no-write", "--output", str(out)],
-        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    proc = run_benchmark("sampling_layerwise", "--datasets", "2", "--rows", "caloman",
+                         "--scales", "cpu", "--threads-list", "1", "--sizes", "1",
+                         "--memory-gb", "0.0001", "--no-write", "--output", out)
     assert proc.returncode == 0, proc.stderr[-2000:]
     (row,) = json.loads(out.read_text())["rows"]
     assert "allowance" in row["skipped"] and "t" not in row
