@@ -248,4 +248,3 @@ def test_teacher_learns_on_dataset_2(tmp_path: Path) -> None:
         res = evaluate(gen, test, modes=("hist",), progress=False, device="cpu")
         sep[name] = res["mean_separation_power"]
     assert sep["trained"] < sep["untrained"] - 0.15, sep  # measured: 0.29 vs 0.56
-
