@@ -367,3 +367,11 @@ def test_read_ahead_epochs_equal_epochs_read_one_by_one(tmp_path: Path) -> None:
     thread = ahead._ahead[1]._thread
     ahead.close()
     assert ahead._ahead is None and not thread.is_alive()
+
+
+def test_bounded_heap_applies_on_linux_glibc() -> None:
+    from caloforge.stream import bounded_heap
+
+    applied = bounded_heap(1 << 20)
+    assert applied == (sys.platform.startswith("linux") and
+                       os.confstr("CS_GNU_LIBC_VERSION") is not None)

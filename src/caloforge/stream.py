@@ -79,6 +79,33 @@ class ShowerSource(Protocol):
         """One pass in file order over this rank's disjoint share (for statistics)."""
 
 
+#: glibc's mallopt parameter number of M_MMAP_THRESHOLD (malloc.h)
+_M_MMAP_THRESHOLD = -3
+
+
+def bounded_heap(threshold: int = 1 << 20) -> bool:
+    """Serve every allocation of ``threshold`` bytes or more from its own memory map (glibc
+    only; elsewhere a no-op returning False).
+
+    By default glibc raises its mmap threshold to the size of the last large block freed, after
+    which shower batches and read units (MBs each, from several threads) come from the heaps,
+    which fragment: a streamed dataset-3 training crept from 0.39 to 0.67 GB in the first
+    minutes and peaked higher the longer it ran (1.3 GiB at 10k showers, 2.0 GiB at 40k).
+    A fixed threshold returns each such block to the system when it is freed (measured: flat
+    at 0.30-0.33 GB); ``caloforge train`` calls this when it streams. Affects the whole
+    process; returns whether it was applied."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, int(threshold)))
+    except (OSError, AttributeError):
+        return False
+
+
 def _rng(seed: int, epoch: int) -> np.random.Generator:
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch), 0x5EED])
 

@@ -103,6 +103,9 @@ def run(args: argparse.Namespace) -> int:
     streamed = args.stream == "on" or (args.stream == "auto" and (
         len(args.data) > 1 or source.geometry.name in ("2", "3")))
     if streamed:
+        from caloforge.stream import bounded_heap
+
+        bounded_heap()  # large blocks back to the system when freed: flat memory in N
         train, val = _streamed_split(source, args.val, args.seed or 0)
         geometry = train.geometry
     else:
