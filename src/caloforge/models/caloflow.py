@@ -369,26 +369,20 @@ class CaloFlow(_CaloFlowBase):
         score2 = monitor_score(cfg2, self.sample,
                                stream.monitor_val(cfg2.monitor, cfg2.monitor_samples, val),
                                "training.flow2")
-        if source is not None:
-            for name, flow, cfg, keys, score in (
-                    ("flow1", self.flow1, cfg1, ("x1", "c1"), None),
-                    ("flow2", self.flow2, cfg2, ("x2", "c2"), score2)):
-                fn = self._stream_prep(keys, cfg.torch_dtype)
-                va_b = stream.TensorBatches(val, fn, cfg.seed + 1) if val is not None else None
-                h = train_stage(flow, _nll, stream.TensorBatches(source, fn, cfg.seed), va_b,
-                                cfg, run_dir, tag=f"{name}_", val_score=score, resume=resume,
-                                desc=name)
-                history.update({f"{name}_{k}": v for k, v in h.items()})
-            self.eval()
-            return history
-        tr = self.prepare(train, seed=cfg1.seed)
-        va = self.prepare(val, seed=cfg1.seed + 1) if val is not None else None
+        if source is None:  # in memory: preprocessed once
+            tr = self.prepare(train, seed=cfg1.seed)
+            va = self.prepare(val, seed=cfg1.seed + 1) if val is not None else None
         for name, flow, cfg, keys, score in (("flow1", self.flow1, cfg1, ("x1", "c1"), None),
                                              ("flow2", self.flow2, cfg2, ("x2", "c2"), score2)):
-            h = train_stage(flow, _nll, self._stage_tensors(tr, keys, cfg.torch_dtype),
-                            self._stage_tensors(va, keys, cfg.torch_dtype) if va else None,
-                            cfg, run_dir, tag=f"{name}_", val_score=score, resume=resume,
-                            desc=name)
+            if source is not None:  # per batch
+                fn = self._stream_prep(keys, cfg.torch_dtype)
+                tr_b = stream.TensorBatches(source, fn, cfg.seed)
+                va_b = stream.TensorBatches(val, fn, cfg.seed + 1) if val is not None else None
+            else:
+                tr_b = self._stage_tensors(tr, keys, cfg.torch_dtype)
+                va_b = self._stage_tensors(va, keys, cfg.torch_dtype) if va else None
+            h = train_stage(flow, _nll, tr_b, va_b, cfg, run_dir, tag=f"{name}_",
+                            val_score=score, resume=resume, desc=name)
             history.update({f"{name}_{k}": v for k, v in h.items()})
         self.eval()
         return history
