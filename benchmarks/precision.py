@@ -90,7 +90,8 @@ def _clock(fn) -> float:
 
 def matmul_shapes(fn, batch: int, precision: str) -> list[tuple[int, int, int, str]]:
     """``(M, K, N, dtype)`` of every matrix product of one call of ``fn`` on ``batch`` showers
-    (aten ``mm`` / ``addmm`` / ``bmm`` as dispatched, so autocast's dtype is the one run)."""
+    (aten ``linear`` / ``mm`` / ``addmm`` / ``bmm`` / ``matmul`` as dispatched, so autocast's
+    dtype is the one run)."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     from caloforge.generation import precision_context
@@ -100,12 +101,21 @@ def matmul_shapes(fn, batch: int, precision: str) -> list[tuple[int, int, int, s
 
     class Record(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if func in (aten.mm.default, aten.addmm.default, aten.bmm.default):
-                a, b = (args[0], args[1]) if func is not aten.addmm.default else args[1:3]
-                reps = a.shape[0] if a.ndim == 3 else 1
-                for _ in range(reps):
-                    shapes.append((a.shape[-2], a.shape[-1], b.shape[-1],
-                                   str(a.dtype).replace("torch.", "")))
+            dt = None
+            if func in (aten.mm.default, aten.bmm.default, aten.matmul.default):
+                a, b = args[0], args[1]
+                m, k, n, reps = a.shape[-2], a.shape[-1], b.shape[-1], a.numel() // (
+                    a.shape[-2] * a.shape[-1]) if a.ndim > 2 else 1
+                dt = a.dtype
+            elif func is aten.addmm.default:
+                a, b = args[1], args[2]
+                m, k, n, reps, dt = a.shape[0], a.shape[1], b.shape[1], 1, a.dtype
+            elif func is aten.linear.default:  # what inference mode dispatches
+                a, w = args[0], args[1]
+                m, k, n, reps, dt = a.numel() // a.shape[-1], a.shape[-1], w.shape[0], 1, \
+                    torch.promote_types(a.dtype, w.dtype)
+            if dt is not None:
+                shapes.extend([(int(m), int(k), int(n), str(dt).replace("torch.", ""))] * reps)
             return func(*args, **(kwargs or {}))
 
     e = torch.full((batch,), 65536.0, dtype=torch.float64)
@@ -156,7 +166,14 @@ def speed(args: argparse.Namespace) -> dict:
                             "gflop": s.count_gflop(fn, torch.device("cpu")),
                             "runs": {p: [] for p in PRECISIONS},
                             "gemm_runs": {p: [] for p in PRECISIONS}, "shapes": shapes}
+    for row in res["rows"].values():  # the recorded shapes must carry the counted FLOPs
+        flop = sum(2 * m * k * n for m, k, n, _ in row["shapes"]["float32"]) / args.batch / 1e9
+        print(f"{row['label']}: {len(row['shapes']['float32'])} matmuls, {flop:.4f} GFLOP/shower "
+              f"(flop counter: {row['gflop']:.4f})", flush=True)
+    peaks: dict[str, list[float]] = {p: [] for p in PRECISIONS}
     for r in range(args.rounds):
+        for p, v in gemm_peak(args.gemm_width, args.batch, 3).items():
+            peaks[p].append(v)
         for key, fn in built.items():
             row = res["rows"][key]
             for p in PRECISIONS:
@@ -170,7 +187,7 @@ def speed(args: argparse.Namespace) -> dict:
         row["s_per_shower"] = {p: float(np.median(v)) for p, v in row["runs"].items()}
         row["gemm_s_per_shower"] = {p: float(np.median(v)) for p, v in row["gemm_runs"].items()}
         row["shapes"] = {p: sorted(set(v)) for p, v in row["shapes"].items()}
-    res["gemm_gflops"] = gemm_peak(args.gemm_width, args.batch, args.rounds)
+    res["gemm_gflops"] = {p: float(np.median(v)) for p, v in peaks.items()}
     res["gemm_width"] = args.gemm_width
     res["load"].append(os.getloadavg()[0])
     return res
@@ -286,12 +303,12 @@ def render(res: dict) -> str:
         "",
         f"**Speed** (dataset-1 photons, untrained models at their `configs/` sizes, one torch "
         f"thread, batch {sp['batch']:,}; {_timing_note(sp)}). "
-        "GEMM peak measured in the same run with a plain `(batch, w) @ (w, w)` of the MLP "
-        f"lower bound's width w = {sp['gemm_width']:,}: {peak['float32']:.0f} GFLOP/s in "
+        "GEMM peak measured in the same rounds with a plain `(batch, w) @ (w, w)` of the MLP "
+        f"lower bound's width w = {sp['gemm_width']:,} (median): {peak['float32']:.0f} GFLOP/s in "
         f"float32, {peak['bfloat16']:.0f} GFLOP/s in bfloat16. The rate column is each "
         "sampler's matmul FLOPs per shower (`torch.utils.flop_counter`) times showers per "
         "second, over that peak. The next column replays each sampler's own matrix products "
-        "(every `mm`/`addmm`/`bmm` of one call, recorded at this batch size with their "
+        "(every `linear`/`mm`/`addmm`/`bmm` of one call, recorded at this batch size with their "
         "dtypes) as plain `torch.mm` calls of the same shapes in the same rounds, and states "
         "their time as a share of the sampler's: the part of its time a perfect "
         "implementation of everything else could not remove. The zuko baselines are "
