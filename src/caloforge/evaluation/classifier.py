@@ -170,6 +170,9 @@ def _predict(model: torch.nn.Module, store: PairRows, rows: np.ndarray, prep, de
              batch: int = 10_000) -> np.ndarray:
     """Sigmoid outputs for the rows ``rows`` of ``store``, ``batch`` rows at a time."""
     model.eval()
+    # at most ~2^24 input values a block (64 MB in float32): 10,000 dataset-3 rows would be
+    # 1.6 GB, several times over once standardised and converted, and grow the peak with N
+    batch = min(batch, max(256, 2**24 // max(store.dim, 1)))
     out = [torch.sigmoid(model(torch.as_tensor(prep(store.take(rows[lo:lo + batch])),
                                                dtype=torch.float32, device=device))
                          ).reshape(-1).double().cpu()
