@@ -329,7 +329,7 @@ def run_ab(args: argparse.Namespace, work: Path, t_start: float) -> None:
         f"{load[2]:.1f} (1 / 5 / 15 min). `caloforge train --model caloman --config "
         f"configs/caloman/2-cpu.yaml --epochs {args.epochs} --threads T --stream on|off` on "
         f"{args.ab:,} dataset-2 showers (an uncompressed float32 file, as the CaloChallenge "
-        "files are; the simulator's showers repeated), the two modes alternated {args.ab_repeats} "
+        f"files are; the simulator's showers repeated), the two modes alternated {args.ab_repeats} "
         "times so that both see the same machine. Throughput = training showers per second "
         "of epoch time: of the autoencoder stage (the one that reads voxels: streamed, it "
         "reads shuffled chunks and preprocesses every batch in the background thread; in "
