@@ -206,3 +206,21 @@ def test_prdc_float32_equals_float64():
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(400, 200)), rng.normal(size=(400, 200)) + 0.3
     assert prdc(a, b) == prdc(a.astype(np.float32), b.astype(np.float32))
+
+
+def test_known_blind_setting_warns(tmp_path, capsys):
+    """cls-gbdt-high on dataset 2 below 5,000 showers per side: the judge benchmark found it
+    blind to a 10 % energy scale at 2,000, so metrics.json and the CLI say so."""
+    from caloforge.evaluation.runner import power_warning
+
+    gen = write_showers(tmp_path / "g.h5", make_showers("2", 200, seed=1))
+    ref = write_showers(tmp_path / "r.h5", make_showers("2", 200, seed=2))
+    out = tmp_path / "out"
+    assert main(["evaluate", "-g", str(gen), "-r", str(ref), "-m", "cls-gbdt-high",
+                 "--threads", "1", "--quiet", "-o", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    warn = m["classifier"]["cls-gbdt-high"]["power_warning"]
+    assert "200 showers per side" in warn and "blind" in warn
+    assert "cls-gbdt-high: " + warn in capsys.readouterr().out
+    assert power_warning("cls-gbdt-high", "gbdt", "2", 5_000) is None
+    assert power_warning("cls-gbdt-high", "gbdt", "1-photons", 200) is None

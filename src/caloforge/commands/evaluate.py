@@ -76,6 +76,10 @@ def _lines(metrics: dict) -> list[str]:
             lines.append(f"{name:15s} AUC {metrics[f'auc_{tag}']:.4f} ± "
                          f"{metrics[f'auc_{tag}_err']:.4f}   JSD {metrics[f'jsd_{tag}']:.4f} ± "
                          f"{metrics[f'jsd_{tag}_std']:.4f}   {metrics[f'reading_{tag}']}")
+    for mode, info in (metrics.get("classifier") or {}).items():
+        for key in ("power_warning", "note"):
+            if info.get(key):
+                lines.append(f"  {mode}: {info[key]}")
     for key in ("fpd", "kpd"):
         if metrics.get(key) is not None:
             err = metrics[key + "_err"]

@@ -266,6 +266,27 @@ GBDT_MEMORY_BYTES = 3 * 2**30
 GBDT_BYTES_PER_VALUE = 17
 
 
+#: (mode, protocol, dataset) -> (showers per side, size measured): below the first, the judge
+#: benchmark (benchmarks/judge_power.py, BENCHMARKS.md "Judge power") found the setting blind
+#: to a gross distortion (a 10 % energy scale): it did not learn at the size measured.
+BLIND_BELOW = {
+    ("cls-gbdt-high", "gbdt", "2"): (5_000, 2_000),
+    ("cls-high", "official", "1-photons"): (5_000, 2_000),
+}
+
+
+def power_warning(mode: str, protocol: str, dataset: str, n: int) -> str | None:
+    """A one-line warning when ``mode`` under ``protocol`` on ``dataset`` runs at a size where
+    the judge benchmark found it blind (:data:`BLIND_BELOW`), else None."""
+    known = BLIND_BELOW.get((mode, protocol, dataset))
+    if known is None or n >= known[0]:
+        return None
+    return (f"{mode} ({protocol}) on dataset {dataset} with {n:,} showers per side: at "
+            f"{known[1]:,} per side the judge benchmark found it blind to a 10 % energy scale "
+            f"(BENCHMARKS.md, Judge power); use at least {known[0]:,} per side, or -m gbdt / "
+            f"cls-resnet, before reading an AUC near 0.5 as agreement")
+
+
 def gbdt_rows(mode: str, geometry: Geometry, n_gen: int, n_ref: int) -> int | None:
     """Showers per side that ``cls-gbdt-low`` uses when :data:`GBDT_MEMORY_BYTES` caps it,
     else None (all of them)."""
@@ -357,6 +378,10 @@ def _classifier_stage(mode: str, gen: ShowerSet, ref: ShowerSet, feats: Features
         "train_loss": [r.train_loss for r in results],
         "test_curve": [r.test_curve for r in results],
         "mean_epoch_s": [float(np.mean(r.epoch_seconds)) for r in results]}
+    warn = power_warning(mode, _protocol(mode, settings), ref.geometry.name,
+                         min(len(gen), len(ref)))
+    if warn is not None:
+        metrics["classifier"][mode]["power_warning"] = warn
     cap = gbdt_rows(mode, ref.geometry, len(gen), len(ref))
     if cap is not None:
         metrics["classifier"][mode]["showers_per_side"] = cap
