@@ -98,7 +98,7 @@ def stage_epoch_seconds(run: Path, stage: str) -> float:
 
 
 def train(data: Path, dataset: str, mode: str, epochs: int, work: Path,
-          threads: int | None = None) -> dict:
+          threads: int | None = None, low_memory: bool = False) -> dict:
     """One ``caloforge train`` run: peak RSS, wall time, training showers, epoch seconds
     (summed over stages, and of the autoencoder stage alone)."""
     run = work / f"run_{data.stem}_{mode}"
@@ -114,7 +114,8 @@ def train(data: Path, dataset: str, mode: str, epochs: int, work: Path,
     wall, rss, out = measure(["train", "--model", "caloman", "--config", str(config),
                               "--data", str(data), "--epochs", str(epochs), "--stream", mode,
                               "--quiet", "-o", str(run),
-                              *(["--threads", str(threads)] if threads else [])])
+                              *(["--threads", str(threads)] if threads else []),
+                              *(["--low-memory"] if low_memory and mode == "on" else [])])
     n_train = int(out.split(" on ")[1].split(" showers")[0])
     epoch_s, _ = stage_seconds(run)
     ae_s = stage_epoch_seconds(run, "autoencoder")
@@ -218,7 +219,7 @@ def main() -> None:
         tile(sims["3"], n, data)
         modes = [m for m, sizes in (("on", args.n3), ("off", args.n3_memory)) if n in sizes]
         for mode in modes:
-            r = train(data, "3", mode, args.epochs, work)
+            r = train(data, "3", mode, args.epochs, work, low_memory=True)
             ds3[(n, mode)] = r
             train_rows.append(["3", f"{n:,}", "streamed" if mode == "on" else "in memory",
                                f"{r['rss'] / 1024:.2f}", f"{r['wall']:.0f}",
@@ -230,7 +231,7 @@ def main() -> None:
         data = work / f"train2_{n}.h5"
         tile(sims["2"], n, data)
         for mode in ("on", "off"):
-            r = train(data, "2", mode, args.epochs, work)
+            r = train(data, "2", mode, args.epochs, work, low_memory=True)
             ds2[(n, mode)] = r
             train_rows.append(["2", f"{n:,}", "streamed" if mode == "on" else "in memory",
                                f"{r['rss'] / 1024:.2f}", f"{r['wall']:.0f}",
@@ -252,7 +253,9 @@ def main() -> None:
         f"Machine: {machine()}. Shared with other jobs while measured, so the times are noisy; "
         "the memory is not. Peak RSS is the `ru_maxrss` of each command's process. Training "
         f"is `caloforge train --model caloman --config configs/caloman/<d>-cpu.yaml --epochs "
-        f"{args.epochs}` (three stages, plus the streamed statistics passes; dataset 3 with "
+        f"{args.epochs}`, streamed rows with `--low-memory` (a fixed glibc mmap threshold: "
+        "memory flat in N, epochs slower; the A/B below runs without it) (three stages, plus "
+        "the streamed statistics passes; dataset 3 with "
         f"{', '.join(f'{k}: {v}' for k, v in LIGHT3.items())} to keep the sweep short), on "
         "the simulator's showers repeated up to N (lzf). Load average at the end: "
         f"{os.getloadavg()[1]:.1f} (5 min). Whole run: "

@@ -375,3 +375,25 @@ def test_bounded_heap_applies_on_linux_glibc() -> None:
     applied = bounded_heap(1 << 20)
     assert applied == (sys.platform.startswith("linux") and
                        os.confstr("CS_GNU_LIBC_VERSION") is not None)
+
+
+def test_cli_low_memory_trains_streamed(tmp_path: Path) -> None:
+    data = write_showers(tmp_path / "ds2.h5", make_showers("2", 120, seed=3))
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(textwrap.dedent("""
+        model: caloman
+        dataset: '2'
+        latent_dim: 4
+        hidden: [16]
+        network: {type: layered, hidden: [8], code: 2, embed: 2}
+        energy_flow: {type: coupling, transforms: 2, bins: 4, hidden: [16]}
+        latent_flow: {type: coupling, transforms: 2, bins: 4, hidden: [16]}
+        training:
+          energy_flow: {epochs: 1, batch_size: 64, device: cpu}
+          autoencoder: {epochs: 1, batch_size: 32, device: cpu}
+          latent_flow: {epochs: 1, batch_size: 64, device: cpu}
+    """))
+    res = run_cli("train", "--model", "caloman", "--config", cfg, "--data", data, "--stream",
+                  "on", "--low-memory", "--quiet", "-o", tmp_path / "run")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "streamed" in res.stdout and (tmp_path / "run" / "model.pt").exists()

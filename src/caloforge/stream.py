@@ -92,7 +92,9 @@ def bounded_heap(threshold: int = 1 << 20) -> bool:
     which fragment: a streamed dataset-3 training crept from 0.39 to 0.67 GB in the first
     minutes and peaked higher the longer it ran (1.3 GiB at 10k showers, 2.0 GiB at 40k).
     A fixed threshold returns each such block to the system when it is freed (measured: flat
-    at 0.30-0.33 GB); ``caloforge train`` calls this when it streams. Affects the whole
+    at 0.30-0.33 GB); ``caloforge train --low-memory`` calls this when it streams. The cost:
+    every such allocation (training activations too) is a fresh map, and a streamed dataset-2
+    CaloMan epoch ran 3-4x slower with it, so it is not the default. Affects the whole
     process; returns whether it was applied."""
     import ctypes
     import sys

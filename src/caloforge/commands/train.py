@@ -36,6 +36,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--stream", choices=("auto", "on", "off"), default="auto",
                    help="read --data in shuffled chunks in bounded memory instead of loading "
                         "it (auto: for datasets 2 and 3 and for several files)")
+    p.add_argument("--low-memory", action="store_true",
+                   help="streamed: return every block of 1 MiB or more to the system when it "
+                        "is freed (glibc): memory flat in the file size, but streamed epochs "
+                        "2-4x slower on 2 cores (BENCHMARKS.md, Datasets 2 and 3 at scale)")
     p.add_argument("--epochs", type=int, default=None, help="override every stage's epochs")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in RUN_DIR (finished stages are skipped)")
@@ -103,9 +107,10 @@ def run(args: argparse.Namespace) -> int:
     streamed = args.stream == "on" or (args.stream == "auto" and (
         len(args.data) > 1 or source.geometry.name in ("2", "3")))
     if streamed:
-        from caloforge.stream import bounded_heap
+        if args.low_memory:
+            from caloforge.stream import bounded_heap
 
-        bounded_heap()  # large blocks back to the system when freed: flat memory in N
+            bounded_heap()  # large blocks back to the system when freed: flat memory in N
         train, val = _streamed_split(source, args.val, args.seed or 0)
         geometry = train.geometry
     else:
