@@ -16,6 +16,27 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 
 
+def run_measured(args: list[str]) -> tuple[float, float, int, str, str]:
+    """``python -m caloforge ARGS`` in a child process: (wall s, the child's own peak RSS in
+    MiB from ``os.wait4``'s ``ru_maxrss``, exit code, stdout, stderr)."""
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "caloforge", *args], stdout=out,
+                                stderr=err, text=True, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = code = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return wall, usage.ru_maxrss / 1024, code, out.read(), err.read()
+
+
 def machine() -> str:
     """One line naming the CPU cores (and GPU) the numbers were measured on."""
     import torch

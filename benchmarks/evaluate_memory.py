@@ -21,9 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,25 +29,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import machine, table, update_section  # noqa: E402
+from _report import machine, run_measured, table, update_section  # noqa: E402
 
-CLI = [sys.executable, "-m", "caloforge"]
 MIB = 2**20
 
 
 def measure(args: list[str]) -> tuple[float, float]:
     """Run ``caloforge ARGS``; return (wall seconds, peak RSS of that process in MiB)."""
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    with tempfile.TemporaryFile("w+") as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen([*CLI, *args], stdout=subprocess.DEVNULL, stderr=err, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-        code = os.waitstatus_to_exitcode(status)
-        err.seek(0)
-        if code != 0:
-            raise SystemExit(f"caloforge {' '.join(args)} failed ({code}): {err.read()[-2000:]}")
-    return wall, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+    wall, rss, code, _, err = run_measured(args)
+    if code != 0:
+        raise SystemExit(f"caloforge {' '.join(args)} failed ({code}): {err[-2000:]}")
+    return wall, rss
 
 
 def simulate(dataset: str, n: int, seed: int, path: Path, threads: int) -> None:

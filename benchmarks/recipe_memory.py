@@ -20,22 +20,18 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import machine, table, update_section  # noqa: E402
+from _report import machine, run_measured, table, update_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 #: every row measured so far (label -> row), so that ``--only`` reruns one and keeps the rest
 STORE = ROOT / "benchmarks" / "out" / "recipe_memory.json"
-CLI = [sys.executable, "-m", "caloforge"]
 #: (label, model, recipe, needs the teacher of the row named)
 RECIPES = [
     ("iCaloFlow teacher", "icaloflow", "icaloflow/3.yaml", None),
@@ -48,17 +44,9 @@ TARGET_GIB = 8.0
 
 
 def run(args: list[str]) -> tuple[float, float, str]:
-    """``caloforge ARGS`` in a child: (wall s, peak RSS MiB, last stderr line)."""
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    with tempfile.TemporaryFile("w+") as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen([*CLI, *args], stdout=subprocess.DEVNULL, stderr=err, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-        err.seek(0)
-        text = err.read().strip()
-    code = os.waitstatus_to_exitcode(status)
-    return wall, usage.ru_maxrss / 1024, "" if code == 0 else (text.splitlines() or ["?"])[-1]
+    """``caloforge ARGS`` in a child: (wall s, peak RSS MiB, last stderr line on failure)."""
+    wall, rss, code, _, err = run_measured(args)
+    return wall, rss, "" if code == 0 else (err.strip().splitlines() or ["?"])[-1]
 
 
 def short_recipe(src: Path, dst: Path, limit: float, layer_limit: float) -> dict:

@@ -25,7 +25,6 @@ import argparse
 import csv
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,13 +33,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import machine, table, update_section  # noqa: E402
+from _report import machine, run_measured, table, update_section  # noqa: E402
 
 from caloforge.data import ShowerWriter, read_showers  # noqa: E402
 from caloforge.stream import FileSource  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-CLI = [sys.executable, "-m", "caloforge"]
 MIB = 2**20
 #: Dataset 3 is trained with configs/caloman/3-cpu.yaml and these changes: the zero-inflated
 #: 40500-voxel decoder alone costs ~13 ms per shower on a shared core, which would make the
@@ -50,21 +48,10 @@ LIGHT3 = {"hidden": [16], "decoder_noise": "none", "latent_dim": 8}
 
 def measure(args: list[str]) -> tuple[float, float, str]:
     """Run ``caloforge ARGS``; return (wall seconds, peak RSS in MiB, stdout)."""
-    import tempfile
-
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen([*CLI, *args], stdout=out, stderr=err, text=True, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS
-        wall = time.perf_counter() - t0
-        proc.returncode = code = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read(), err.read()
+    wall, rss, code, stdout, stderr = run_measured(args)
     if code != 0:
         raise SystemExit(f"caloforge {' '.join(args)} failed ({code}): {stderr[-2000:]}")
-    return wall, usage.ru_maxrss / 1024, stdout
+    return wall, rss, stdout
 
 
 def tile(src: Path, n: int, out: Path, compression: str | None = "lzf") -> None:
