@@ -179,6 +179,13 @@ def build(key: str, dataset: str, scale: str, device: torch.device, memory_gb: f
                       f"> a third of the {memory_gb:g} GiB allowance")
     torch.manual_seed(0)
     model = model_class(name)(Geometry.preset(dataset), cfg).to(device).eval()
+    if hasattr(model, "adopt_teacher"):  # a student: its flows follow its teacher's recipe
+        teacher_path = ROOT / "configs" / path.parent.name / path.name.replace("-student", "")
+        teacher = model_class(name.replace("-student", ""))(
+            Geometry.preset(dataset), load_config(teacher_path)).to(device).eval()
+        model.adopt_teacher(teacher)
+        model.eval()
+        del teacher
     n = sum(p.numel() for p in model.parameters())
     if 4 * n > memory_gb * 2**30 / 3:
         return None, (f"not timed: {n / 1e6:.0f} M weights = {4 * n / 2**30:.1f} GiB > a third "
