@@ -40,19 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 def _reference_paths():
     """(coupling-flow inverse, MADE-RQS block inverse) computed block by block with copies
     and :meth:`RQSTransform.inverse`: the paths before the fused sampling step."""
-    from caloforge.flows.actnorm import ActNorm
-
-    def flow_inverse(self, z, c=None):
-        h = self.embed(c)
-        for norm, coupling, perm in zip(reversed(self.actnorms), reversed(self.couplings),
-                                        reversed(self.perms), strict=True):
-            y = perm.inverse(z)
-            y_a, y_b = y[:, coupling.idx_a], y[:, coupling.idx_b]
-            x_b = coupling._spline(y_a, h).inverse(y_b)
-            z = torch.cat([y_a, x_b], 1)[:, coupling.order]
-            if isinstance(norm, ActNorm):
-                z = norm.inverse(z)
-        return z
+    from caloforge.flows.coupling import CouplingRQSFlow
 
     def block_inverse(self, y, c=None, with_ladj=True):
         if self.inverse_autoregressive and not with_ladj:
@@ -60,7 +48,7 @@ def _reference_paths():
             return self.spline(raw).inverse(y), None, raw
         return FUSED[1](self, y, c, with_ladj)
 
-    return flow_inverse, block_inverse
+    return CouplingRQSFlow.inverse_blockwise, block_inverse
 
 
 FUSED: tuple = ()

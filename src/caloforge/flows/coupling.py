@@ -206,3 +206,17 @@ class CouplingRQSFlow(ConditionalFlow):
                 src = coupling.split  # split[j] = cat([idx_a, idx_b])[j]
                 z = torch.addcmul(norm.loc[src], z, norm.log_scale[src].exp())
         return z if m is None else z[:, m]
+
+    def inverse_blockwise(self, z: Tensor, c: Tensor | None = None) -> Tensor:
+        """:meth:`inverse` the plain way, block by block: permutation copy, the coupling's
+        :class:`RQSTransform` inverse, concatenation, reorder, ActNorm. The reference that
+        the tests and ``benchmarks/spline_ab.py`` compare the fused path with."""
+        h = self.embed(c)
+        for norm, coupling, perm in zip(reversed(self.actnorms), reversed(self.couplings),
+                                        reversed(self.perms), strict=True):
+            y = perm.inverse(z)
+            y_a, y_b = y[:, coupling.idx_a], y[:, coupling.idx_b]
+            z = torch.cat([y_a, coupling._spline(y_a, h).inverse(y_b)], 1)[:, coupling.order]
+            if isinstance(norm, ActNorm):
+                z = norm.inverse(z)
+        return z
