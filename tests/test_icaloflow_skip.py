@@ -46,3 +46,16 @@ def test_checkpoint_key_turns_on_block_recomputation() -> None:
     cfg["flow3"]["checkpoint"] = "yes"
     with pytest.raises(ConfigError, match=r"flow3\.checkpoint.*true or false"):
         ICaloFlow(DS2, cfg)
+
+
+def test_student_checkpoint_key_survives_adopting_the_teacher() -> None:
+    """The student's own ``flowN.checkpoint`` (distillation memory), not the teacher's."""
+    teacher = ICaloFlow(DS2, _cfg("conditions"))
+    student = ICaloFlowStudent(DS2, {"model": "icaloflow-student", "dataset": "2",
+                                     "flow2": {"hidden": [8]},
+                                     "flow3": {"hidden": [8], "checkpoint": True}})
+    student.adopt_teacher(teacher)
+    assert student.flow3.checkpoint_blocks and not student.flow2.checkpoint_blocks
+    with pytest.raises(ConfigError, match=r"flow3\.checkpoint.*true or false"):
+        ICaloFlowStudent(DS2, {"model": "icaloflow-student", "dataset": "2",
+                               "flow3": {"checkpoint": "yes"}})

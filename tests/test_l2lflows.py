@@ -178,6 +178,44 @@ def test_preprocessing_round_trip() -> None:
     assert torch.allclose(back[big], vox[big], rtol=1e-4)
 
 
+@pytest.mark.parametrize("kind", ["conv", "maf"])
+def test_checkpointed_shower_flows_give_the_same_loss_and_gradients(kind: str) -> None:
+    """``shower_flow.checkpoint``: recomputing each block in backward changes memory only."""
+    torch.manual_seed(1)
+    model = L2LFlows(DS2, _cfg(kind, shared=False, blocks=2)).double()
+    L, V = model.geometry.n_layers, model.layers.V
+    x = torch.randn(6, L, V, dtype=torch.float64)
+    vec = torch.randn(6, 1 + L, dtype=torch.float64)
+    layers = torch.tensor([0, 7, 44])
+    model.train()
+    model.layers.log_prob(x, vec, layers)  # data-initialises the ActNorms
+    _randomise(model.layers)
+    results = []
+    for on in (False, True):
+        for unit in model.layers.units:
+            unit.flow.checkpoint_blocks = on
+        model.zero_grad()
+        loss = -model.layers.log_prob(x, vec, layers).mean()
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() if p.grad is not None else None
+                                        for p in model.layers.parameters()]))
+    assert torch.allclose(results[0][0], results[1][0], rtol=1e-12)
+    for a, b in zip(results[0][1], results[1][1], strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert torch.allclose(a, b, atol=1e-10)
+    assert L2LFlows(DS2, _cfg(kind, checkpoint=True)).layers.units[0].flow.checkpoint_blocks
+
+
+@pytest.mark.parametrize("kind", ["conv", "maf"])
+def test_no_incident_energies_give_no_showers(kind: str) -> None:
+    """An empty E_inc gives (0, V) showers and (0, L) layer energies, not a reshape error."""
+    model = L2LFlows(DS2, _cfg(kind))
+    showers, layers = model.generate(torch.zeros(0))
+    assert showers.shape == (0, DS2.n_voxels) and layers.shape == (0, DS2.n_layers)
+    assert model.sample(torch.zeros(0)).shape == (0, DS2.n_voxels)
+
+
 @pytest.mark.parametrize("name", ["2", "3", "2-cpu", "3-cpu", "2-maf-cpu"])
 def test_recipes_build(name: str) -> None:
     from caloforge.config import load_config, train_config
@@ -202,6 +240,8 @@ def test_bad_recipes_are_refused() -> None:
         L2LFlows(DS2, _cfg(stages="per_layer"))  # shared flow: one stage only
     with pytest.raises(ConfigError, match=r"layers_per_step"):
         L2LFlows(DS2, _cfg(layers_per_step=46))
+    with pytest.raises(ConfigError, match=r"shower_flow.checkpoint.*found 'yes'"):
+        L2LFlows(DS2, _cfg(checkpoint="yes"))
     with pytest.raises(GeometryError, match="one \\(alpha, r\\) shape"):
         L2LFlows(Geometry.preset("1-photons"), _cfg())
 

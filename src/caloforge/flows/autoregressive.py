@@ -372,6 +372,17 @@ def _block_out(block: nn.Module, h: Tensor, c: Tensor | None) -> tuple[Tensor, T
     return out, ladj
 
 
+def _block_traced(block: nn.Module, h: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """A block's (output, log-det, raw MADE outputs), for checkpointing a traced pass."""
+    return block(h, c)
+
+
+def _block_inverse_traced(block: nn.Module, h: Tensor, c: Tensor | None
+                          ) -> tuple[Tensor, Tensor, Tensor]:
+    """A block's inverse (x, log-det, raw MADE outputs), for checkpointing a traced pass."""
+    return block.inverse(h, c, with_ladj=True)
+
+
 class AutoregressiveFlow(ConditionalFlow):
     """A stack of MADE-RQS blocks with fixed permutations and a standard-normal base.
 
@@ -411,9 +422,12 @@ class AutoregressiveFlow(ConditionalFlow):
                 raise ValueError(f"permutations: expected permutations of range({features})")
         self.transforms, self.bins, self.bound = transforms, bins, float(bound)
         self.hidden = tuple(int(h) for h in hidden)
-        #: Training memory: when True, :meth:`forward` under autograd keeps only each block's
-        #: input and recomputes the block in the backward pass (gradient checkpointing):
-        #: activation memory of one block instead of all, for ~1.3x the step time.
+        #: Training memory: when True, :meth:`forward` and the traced passes
+        #: (:meth:`forward_trace`, :meth:`inverse_trace` of an IAF: distillation) under
+        #: autograd keep only each block's input and outputs and recompute the block's
+        #: internals (MADE activations, spline intermediates) in the backward pass (gradient
+        #: checkpointing): activation memory of one block instead of all, for ~1.3x the
+        #: step time.
         self.checkpoint_blocks = False
         self.inverse_autoregressive = inverse_autoregressive
         self.blocks = nn.ModuleList(
@@ -452,12 +466,14 @@ class AutoregressiveFlow(ConditionalFlow):
         ladj = x.new_zeros(x.shape[0])
         states, raws = [], []
         h = x
-        recompute = self.checkpoint_blocks and not keep and torch.is_grad_enabled()
+        recompute = self.checkpoint_blocks and torch.is_grad_enabled()
         for k, block in enumerate(self.blocks):
             h = h[:, getattr(self, f"perm{k}")]
             if keep:
                 states.append(h)
-            if recompute:  # keep the block's input only; recompute the rest in backward
+            if recompute and keep:  # keep input and outputs; recompute the rest in backward
+                h, l, raw = checkpoint(_block_traced, block, h, c, use_reentrant=False)
+            elif recompute:
                 h, l = checkpoint(_block_out, block, h, c, use_reentrant=False)
                 raw = None
             else:
@@ -479,8 +495,15 @@ class AutoregressiveFlow(ConditionalFlow):
         states: list[Tensor] = [z] if keep else []
         raws: list[Tensor] = []
         h = z
+        # an IAF's inverse is its one-pass, differentiable direction (distillation)
+        recompute = (self.checkpoint_blocks and with_ladj and self.inverse_autoregressive
+                     and torch.is_grad_enabled())
         for k in reversed(range(self.transforms)):
-            h, l, raw = self.blocks[k].inverse(h, c, with_ladj=with_ladj)
+            if recompute:
+                h, l, raw = checkpoint(_block_inverse_traced, self.blocks[k], h, c,
+                                       use_reentrant=False)
+            else:
+                h, l, raw = self.blocks[k].inverse(h, c, with_ladj=with_ladj)
             if l is not None:
                 ladj = ladj + l
             if keep:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from caloforge.flows.actnorm import ActNorm
 from caloforge.flows.base import ConditionalFlow
@@ -215,6 +216,10 @@ class ConvCouplingFlow(ConditionalFlow):
         self.couplings = nn.ModuleList(
             ConvRQSCoupling(ch, cond_channels * squeeze, cond_features, bins, width, bound,
                             flip=bool(k % 2)) for k in range(blocks))
+        #: Training memory: when True, :meth:`forward` under autograd keeps only each
+        #: coupling's input and recomputes its conditioner and spline in the backward pass
+        #: (gradient checkpointing): the U-Net activations of one block instead of all.
+        self.checkpoint_blocks = False
 
     def _prep(self, c: tuple[Tensor | None, Tensor | None] | None
               ) -> tuple[Tensor | None, Tensor | None]:
@@ -231,10 +236,14 @@ class ConvCouplingFlow(ConditionalFlow):
         cond, h = self._prep(c)
         y = self._image(x)
         ladj = x.new_zeros(len(x))
+        recompute = self.checkpoint_blocks and torch.is_grad_enabled()
         for norm, mix, coupling in zip(self.norms, self.mixes, self.couplings, strict=True):
             y, l0 = norm(y)
             y, l1 = mix(y)
-            y, l2 = coupling(y, cond, h)
+            if recompute:
+                y, l2 = checkpoint(coupling, y, cond, h, use_reentrant=False)
+            else:
+                y, l2 = coupling(y, cond, h)
             ladj = ladj + l0 + l1 + l2
         return unsqueeze_alpha(y, self.s).reshape(len(x), -1), ladj
 

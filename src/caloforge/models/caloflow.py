@@ -193,7 +193,8 @@ def generate_in_batches(model: LayerwiseSampler, e_inc: Tensor, empty_dtype: tor
                         f"values in [{e.min().item():.4g}, {e.max().item():.4g}]")
     out, layers = [], []
     with torch.inference_mode():
-        for chunk in e.split(model.sampling_cfg["batch_size"]):
+        # (an empty e splits into one empty chunk, which the flows' reshapes refuse)
+        for chunk in e.split(model.sampling_cfg["batch_size"]) if len(e) else ():
             e_layer = model.sample_layer_energies(chunk)
             out.append(model.sample_showers(chunk, e_layer))
             layers.append(e_layer.to(out[-1].dtype) if layers_as_showers else e_layer)
@@ -529,8 +530,15 @@ def distil_stage(model: GeneratorModel, student: IAF, teacher: MAF, cfg: TrainCo
     score = monitor_score(cfg, model.sample,
                           stream.monitor_val(cfg.monitor, cfg.monitor_samples, val_showers),
                           f"training.{name}") or kl_score
-    h = train_stage(student, loss_fn, train, val, cfg, run_dir, tag=f"{name}_",
-                    val_score=score, resume=resume, desc=desc)
+    # the teacher's traced pass on the student's samples carries autograd too: checkpoint it
+    # with the student's blocks (memory only; restored afterwards)
+    was = teacher.checkpoint_blocks
+    teacher.checkpoint_blocks = student.checkpoint_blocks
+    try:
+        h = train_stage(student, loss_fn, train, val, cfg, run_dir, tag=f"{name}_",
+                        val_score=score, resume=resume, desc=desc)
+    finally:
+        teacher.checkpoint_blocks = was
     return {f"{name}_{k}": v for k, v in h.items()}
 
 

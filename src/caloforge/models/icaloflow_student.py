@@ -16,8 +16,8 @@ Recipe::
 
     model: icaloflow-student
     dataset: '2'
-    flow2: {hidden: [256, 256], dropout: 0.0}
-    flow3: {hidden: [256, 256], dropout: 0.0, layers_per_shower: all}
+    flow2: {hidden: [256, 256], dropout: 0.0, checkpoint: false}
+    flow3: {hidden: [256, 256], dropout: 0.0, layers_per_shower: all, checkpoint: false}
     distillation: {beta: 0.5, fully_guided: true, state_weight: 1.0, param_weight: 1.0,
                    kl_samples: 2000}
     sampling: {batch_size: 1000}
@@ -25,6 +25,13 @@ Recipe::
 
 ``caloforge train --model icaloflow-student -c RECIPE --teacher RUN/model.pt``; the teacher's
 settings are stored in the student's config under ``teacher``.
+
+``checkpoint`` (flows 2 and 3): gradient checkpointing per block during distillation, of the
+student's one-pass inverse and of the frozen teacher's forward pass on the student's samples
+(:attr:`~caloforge.flows.autoregressive.AutoregressiveFlow.checkpoint_blocks`): the loss
+and gradients are the same; only each block's inputs and outputs (states and spline
+parameters, which the fully guided loss reads) stay in memory, not the MADE activations and
+spline intermediates. The dataset-3 recipe turns it on.
 
 References:
     C. Krause, D. Shih, "CaloFlow II", arXiv:2110.11377 (probability density distillation
@@ -66,7 +73,8 @@ from caloforge.models.icaloflow import (
 
 __all__ = ["ICaloFlowStudent"]
 
-STUDENT_FLOW_DEFAULTS: dict[str, Any] = {"hidden": [256, 256], "dropout": 0.0}
+STUDENT_FLOW_DEFAULTS: dict[str, Any] = {"hidden": [256, 256], "dropout": 0.0,
+                                         "checkpoint": False}
 #: The student's stages (the teacher flow each one distils).
 STUDENT_STAGES = ("flow2", "flow3")
 
@@ -103,6 +111,10 @@ class ICaloFlowStudent(_ICaloFlowBase):
         s2, s3 = self.student_cfg["flow2"], self.student_cfg["flow3"]
         self._build_flows(IAF, f["flow2"], f["flow3"], s2["hidden"], s3["hidden"],
                           s2["dropout"], s3["dropout"])
+        # checkpoint: recompute each block of the student's and the teacher's traced passes
+        # in backward during distillation (training memory, not results)
+        self.flow2.checkpoint_blocks = bool(s2["checkpoint"])
+        self.flow3.checkpoint_blocks = bool(s3["checkpoint"])
 
     def stage_tags(self) -> list[tuple[str, str]]:
         """``flow2_`` (student flow-2, layer 0) and ``flow3_`` (student flow-3)."""

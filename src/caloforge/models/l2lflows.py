@@ -27,6 +27,10 @@ the paper); the CPU twins use ``shared: true``, which is L times smaller and tra
 step on all layers of a batch at once (one batched pass), at the price of one network having
 to fit every layer. ``shower_flow.layers_per_step: m`` trains each step on m random layers
 (an unbiased estimate of the full loss, scaled by L/m), which bounds memory and time per step.
+``shower_flow.checkpoint: true`` recomputes each block's conditioner and spline in the
+backward pass (gradient checkpointing, for conv and MAF flows alike): the same loss and
+gradients, the activations of one block in memory instead of all of them (the dataset-3
+recipe uses it to train within 8 GiB on a CPU).
 
 **Preprocessing** of layer i (ConvL2LFlow's layer norm -> log10 -> affine -> logit):
 ``f = voxel / E_i``; ``t = 1 + log10(f + floor (1 + u)) / log10(1/floor)`` with
@@ -47,7 +51,7 @@ Recipe (YAML; every key has a default)::
     energy_flow: {transforms: 6, hidden: [64, 64], bins: 8, bound: 14.0, dropout: 0.0, seed: 1}
     shower_flow: {type: conv, shared: false, context_layers: 1, embedding: 16, blocks: 8,
                   squeeze: 2, bins: 8, width: 32, bound: 5.0, hidden: [256],
-                  layers_per_step: null, stages: one, seed: 2}
+                  layers_per_step: null, stages: one, checkpoint: false, seed: 2}
                   # hidden: maf only; squeeze/width: conv; stages: one | per_layer
     sampling: {batch_size: 1000}
     training: {energy_flow: {<TrainConfig>}, shower_flow: {<TrainConfig>}}
@@ -108,7 +112,7 @@ PREPROCESSING_DEFAULTS: dict[str, float] = {
 SHOWER_DEFAULTS: dict[str, Any] = {
     "type": "conv", "shared": False, "context_layers": 1, "embedding": 16, "blocks": 8,
     "squeeze": 2, "bins": 8, "width": 32, "bound": 5.0, "hidden": [256],
-    "layers_per_step": None, "stages": "one", "seed": 2}
+    "layers_per_step": None, "stages": "one", "checkpoint": False, "seed": 2}
 SAMPLING_DEFAULTS: dict[str, Any] = {"batch_size": 1000}
 MAX_REDRAWS = 20  # veto redraw rounds before the remaining showers are kept as they are
 
@@ -162,8 +166,13 @@ class L2LFlows(GeneratorModel):
                               f"{shape[0]}, found {s['squeeze']}")
         if s["type"] == "conv" and s["squeeze"] < 2:
             raise ConfigError(f"{source}[shower_flow.squeeze]: expected at least 2, found 1")
+        if not isinstance(s["checkpoint"], bool):
+            raise ConfigError(f"{source}[shower_flow.checkpoint]: expected true or false, "
+                              f"found {s['checkpoint']!r}")
         self.energy_flow = _flow1(geometry, self.energy_cfg)
         self.layers = LayerFlows(shape, L, s)
+        for unit in self.layers.units:  # training memory, not results
+            unit.flow.checkpoint_blocks = s["checkpoint"]
 
     # -- preprocessing ------------------------------------------------------------------------
     def _u_logit(self, e_layer: Tensor, e_inc: Tensor) -> Tensor:
