@@ -14,6 +14,7 @@ from types import ModuleType
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from caloforge.data import ShowerSet, write_showers
 from caloforge.geometry import Geometry
@@ -33,6 +34,26 @@ def make_showers(dataset: str = "1-photons", n: int = 64, dtype: type = np.float
     showers[rng.random(showers.shape) < sparsity] = 0
     e_inc = 2.0 ** rng.integers(8, 23, size=n)
     return ShowerSet(e_inc, showers, geo)
+
+
+@pytest.fixture
+def thread_settings(monkeypatch: pytest.MonkeyPatch):
+    """Put back what ``--threads`` changes in this process (torch's thread count, the
+    BLAS/OpenMP limits and their environment variables) after the test."""
+    from threadpoolctl import threadpool_limits
+
+    from caloforge.commands._options import THREAD_VARIABLES
+
+    for var in THREAD_VARIABLES:  # monkeypatch restores each one (or its absence)
+        if var in os.environ:
+            monkeypatch.setenv(var, os.environ[var])
+        else:  # set then delete, so that the undo deletes it again
+            monkeypatch.setenv(var, "1")
+            monkeypatch.delenv(var)
+    n = torch.get_num_threads()
+    with threadpool_limits(limits=None):  # restores the limits on exit
+        yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture

@@ -37,11 +37,9 @@ def tiny_settings(**kw) -> DemoSettings:
 
 
 @pytest.fixture(autouse=True)
-def _threads():
-    n = torch.get_num_threads()
+def _threads(thread_settings):
     torch.set_num_threads(1)
     yield
-    torch.set_num_threads(n)
 
 
 def test_demo_config_file_matches_code() -> None:

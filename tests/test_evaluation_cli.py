@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from caloforge.cli import main
 from caloforge.data import ShowerSet, write_showers
@@ -23,11 +22,9 @@ def sample(n: int, seed: int, scale: float = 1.0) -> ShowerSet:
 
 
 @pytest.fixture(autouse=True)
-def restore_threads():
-    """``--threads 1`` changes torch's global setting: put it back afterwards."""
-    before = torch.get_num_threads()
+def restore_threads(thread_settings):
+    """``--threads 1`` changes this process's thread settings: put them back afterwards."""
     yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture()

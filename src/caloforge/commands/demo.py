@@ -17,21 +17,17 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="delete a previous demo's outputs in DIR and start again")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's choice)")
+                   help="CPU threads of torch and of the BLAS/OpenMP libraries (default: "
+                        "their choice)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
+    from caloforge.commands._options import set_threads
     from caloforge.demo import run_demo, summary_lines
-    from caloforge.errors import ConfigError
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ConfigError(f"--threads: expected a positive integer, found {args.threads}")
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)  # torch and the boosted trees' OpenMP
     result = run_demo(args.output, overwrite=args.overwrite, progress=not args.quiet)
     for line in summary_lines(result):
         print(line)

@@ -52,7 +52,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="draw the larger sample down to the size of the smaller one")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="classifier device (default: cuda when available)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads of torch and of the BLAS/OpenMP libraries (the boosted "
+                        "trees)")
     p.add_argument("--sums", choices=("file", "float64"), default="file",
                    help="sum layer energies in the files' dtype like the official evaluate.py "
                         "(default) or in float64")
@@ -95,17 +97,12 @@ def _lines(metrics: dict) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
 
+    from caloforge.commands._options import set_threads
     from caloforge.diskset import open_showers
     from caloforge.evaluation import evaluate
 
-    if args.threads is not None:
-        if args.threads < 1:
-            from caloforge.errors import ConfigError
-
-            raise ConfigError(f"--threads: expected a positive integer, found {args.threads}")
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)  # torch and the boosted trees' OpenMP
     # the showers stay in their files: features, histograms and classifier inputs are
     # computed block by block (classifier inputs through a scratch file under OUTDIR)
     generated = open_showers(args.generated, args.dataset)
