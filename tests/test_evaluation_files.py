@@ -26,6 +26,12 @@ def _parts(ss: ShowerSet, cuts: list[int]) -> list[ShowerSet]:
     return [ss.subset(slice(a, b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
+@pytest.fixture(autouse=True)
+def _restore_threads(thread_settings):
+    """The ``--threads 1`` runs below change this process's thread settings: put them back."""
+    yield
+
+
 @pytest.fixture()
 def two_by_two(tmp_path):
     """Generated and reference photon showers, each as two files of unequal size."""
