@@ -230,3 +230,7 @@ def test_known_blind_setting_warns(tmp_path, capsys):
     assert "cls-gbdt-high: " + warn in capsys.readouterr().out
     assert power_warning("cls-gbdt-high", "gbdt", "2", 5_000) is None
     assert power_warning("cls-gbdt-high", "gbdt", "1-photons", 200) is None
+    # the official cls-high DNN on photons: blind to scale 1.10 at 5,000, sees it at 20,000
+    assert "at 5,000 per side" in power_warning("cls-high", "official", "1-photons", 10_000)
+    assert power_warning("cls-high", "official", "1-photons", 20_000) is None
+    assert power_warning("cls-low", "official", "1-photons", 2_000) is None
