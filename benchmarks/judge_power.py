@@ -107,6 +107,14 @@ PLANS = {
         (5000, "dnn-official-low", GROSS),
         # the official cls-high DNN still misses scale 1.10 at 5,000 per side (0.578): 20,000
         (20000, "dnn-official-high", ["scale 1.10"]),
+        # the quick DNNs at the larger sizes, gross distortions first
+        (20000, "dnn-quick-high", ["lateral +10%", "energies shuffled"]),
+        (20000, "dnn-quick-low", [*GROSS, "null"]),
+        (121000, "dnn-quick-low", GROSS),
+        (121000, "dnn-quick-high", GROSS),
+        (121000, "dnn-quick-low", ["null"]),
+        (121000, "dnn-quick-high", ["null"]),
+        (20000, "dnn-official-low", ["scale 1.10"]),
     ],
     "smoke": [(1000, "gbdt-high", CHEAP), (1000, "dnn-quick-high", ["scale 1.10"])],
     # dataset 2, ordered so that a run cut short by time still fills whole rows first
