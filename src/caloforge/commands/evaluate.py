@@ -97,7 +97,6 @@ def _lines(metrics: dict) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-
     from caloforge.commands._options import set_threads
     from caloforge.diskset import open_showers
     from caloforge.evaluation import evaluate

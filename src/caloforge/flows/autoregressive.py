@@ -372,17 +372,6 @@ def _block_out(block: nn.Module, h: Tensor, c: Tensor | None) -> tuple[Tensor, T
     return out, ladj
 
 
-def _block_traced(block: nn.Module, h: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
-    """A block's (output, log-det, raw MADE outputs), for checkpointing a traced pass."""
-    return block(h, c)
-
-
-def _block_inverse_traced(block: nn.Module, h: Tensor, c: Tensor | None
-                          ) -> tuple[Tensor, Tensor, Tensor]:
-    """A block's inverse (x, log-det, raw MADE outputs), for checkpointing a traced pass."""
-    return block.inverse(h, c, with_ladj=True)
-
-
 class AutoregressiveFlow(ConditionalFlow):
     """A stack of MADE-RQS blocks with fixed permutations and a standard-normal base.
 
@@ -472,7 +461,7 @@ class AutoregressiveFlow(ConditionalFlow):
             if keep:
                 states.append(h)
             if recompute and keep:  # keep input and outputs; recompute the rest in backward
-                h, l, raw = checkpoint(_block_traced, block, h, c, use_reentrant=False)
+                h, l, raw = checkpoint(block, h, c, use_reentrant=False)
             elif recompute:
                 h, l = checkpoint(_block_out, block, h, c, use_reentrant=False)
                 raw = None
@@ -500,7 +489,7 @@ class AutoregressiveFlow(ConditionalFlow):
                      and torch.is_grad_enabled())
         for k in reversed(range(self.transforms)):
             if recompute:
-                h, l, raw = checkpoint(_block_inverse_traced, self.blocks[k], h, c,
+                h, l, raw = checkpoint(self.blocks[k].inverse, h, c, with_ladj=True,
                                        use_reentrant=False)
             else:
                 h, l, raw = self.blocks[k].inverse(h, c, with_ladj=with_ladj)
