@@ -321,9 +321,10 @@ def run_ab(args: argparse.Namespace, work: Path, t_start: float) -> None:
         f"{args.ab:,} dataset-2 showers (an uncompressed float32 file, as the CaloChallenge "
         f"files are; the simulator's showers repeated), the two modes alternated {args.ab_repeats} "
         "times so that both see the same machine. Throughput = training showers per second "
-        "of epoch time: of the autoencoder stage (the one that reads voxels: streamed, it "
-        "reads shuffled chunks and preprocesses every batch in the background thread; in "
-        "memory, it preprocesses once before the first epoch, outside the epoch time), and "
+        "of epoch time: of the autoencoder stage (the one that reads voxels: streamed, a "
+        "reader thread reads shuffled chunks and every batch is preprocessed, in the training "
+        "thread when training uses every core, else in a background thread; in memory, it "
+        "preprocesses once before the first epoch, outside the epoch time), and "
         "summed over the three stages. Wall includes start-up, statistics passes and "
         "checkpoints. Every run's value is listed.",
         "",

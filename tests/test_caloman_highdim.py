@@ -159,6 +159,38 @@ def test_recipes_build_geometric_models(name: str) -> None:
     assert model.autoencoder.noise == "zero-inflated" and model.export_blocker() is None
 
 
+@pytest.mark.parametrize("dataset, preprocessing, dtype", [
+    ("2", "caloflow", torch.float32), ("2", "caloflow", torch.float64),
+    ("1-photons", "caloflow", torch.float32), ("1-photons", "caloscore", torch.float32)])
+def test_streamed_autoencoder_inputs_equal_prepare(dataset: str, preprocessing: str,
+                                                   dtype: torch.dtype) -> None:
+    """The fused per-batch path of the streamed autoencoder stage gives what the in-memory
+    path (``_prepare`` then the standardisers) gives: bit for bit on the float64 route, to
+    float32 rounding on the float32 route of datasets 2/3 (including voxels holding their
+    whole layer, where 1 - y must not be computed from y); the batch is left untouched."""
+    network = "layered" if dataset == "2" else "mlp"
+    m = small_caloman(dataset, network=network, preprocessing=preprocessing)
+    data = simulate(dataset, 64, seed=3)
+    data.showers = data.showers.astype(np.float32)
+    data.showers[0] = 0.0
+    data.showers[0, ::m.n_voxels // m.n_layers] = 1234.5  # one voxel per layer: fraction 1
+    before = data.showers.copy()
+    t = m._prepare(data)
+    m.x_norm.fit(t["x"].to(torch.float32))
+    m.cond_norm.fit(t["c"].to(torch.float32))
+    want = (m.x_norm(t["x"].to(torch.float32)), m.cond_norm(t["c"].to(torch.float32)),
+            t["frac"].to(torch.float32))
+    got = m._ae_inputs(data, dtype)
+    exact = dtype == torch.float64 or dataset != "2"
+    for a, b in zip(got, want, strict=True):
+        assert a.dtype == dtype
+        if exact:
+            assert torch.equal(a.to(torch.float32), b)
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
+    assert np.array_equal(data.showers, before)
+
+
 @pytest.fixture(scope="module")
 def ds2_run(tmp_path_factory):
     """A DS2 simulator file and a CaloMan trained on it by the CLI with the -cpu recipe."""

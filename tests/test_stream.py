@@ -350,13 +350,17 @@ def test_cli_streamed_dataset3_two_files(tmp_path: Path) -> None:
     assert read_showers(tmp_path / "gen.h5").showers.shape == (20, 40500)
 
 
-def test_read_ahead_epochs_equal_epochs_read_one_by_one(tmp_path: Path) -> None:
+@pytest.mark.parametrize("inline", [False, True])
+def test_read_ahead_epochs_equal_epochs_read_one_by_one(tmp_path: Path, inline: bool) -> None:
+    """Read-ahead or not, preprocessing in the training thread or in a background one: the
+    same batches with the same preprocessing noise."""
     src = _src(_file(tmp_path), seed=4, buffer_bytes=200 * 368 * 4)
 
     def prep(chunk: ShowerSet, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
         return torch.as_tensor(chunk.e_inc), torch.rand(len(chunk), generator=gen)
 
-    ahead, alone = TensorBatches(src, prep, 1), TensorBatches(src, prep, 1)
+    ahead = TensorBatches(src, prep, 1, inline=inline)
+    alone = TensorBatches(src, prep, 1, inline=not inline)
     for epoch in range(3):  # the next epoch is read while this one is consumed
         a = list(ahead.batches(epoch, 64))
         b = list(alone.batches(epoch, 64, read_ahead=False))
@@ -364,7 +368,8 @@ def test_read_ahead_epochs_equal_epochs_read_one_by_one(tmp_path: Path) -> None:
         for x, y in zip(a, b, strict=True):
             assert torch.equal(x[0], y[0]) and torch.equal(x[1], y[1])
     assert ahead._ahead is not None
-    thread = ahead._ahead[1]._thread
+    held = ahead._ahead[1]
+    thread = held._it._thread if inline else held._thread  # inline: the source's reader
     ahead.close()
     assert ahead._ahead is None and not thread.is_alive()
 

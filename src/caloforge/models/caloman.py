@@ -293,6 +293,55 @@ class CaloMan(GeneratorModel):
             out["c_e"] = pp.energy_condition(e_inc).reshape(-1, 1)
         return out
 
+    def _ae_inputs(self, data: ShowerSet, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+        """The autoencoder's inputs of one batch (standardised x, standardised condition,
+        fractions) in ``dtype``: what :meth:`_prepare` and the standardisers give, in fewer
+        passes over the voxels. The streamed autoencoder stage runs it on every batch, so its
+        cost is part of every training step.
+
+        For a float32 stage on datasets 2/3 (CaloFlow scheme, equal layers) the voxel work is
+        done in float32 (0.036 instead of 0.15 ms per dataset-2 shower at 2 threads; the
+        float64 route rounded to float32 agrees to ~4e-5 in standardised units): the layer
+        energies are summed in float64 and the logit is taken as ``log(y / (1 - y))`` with
+        ``1 - y = alpha + (1 - 2 alpha)(1 - f)``, exact near ``f = 1`` where ``1 - y``
+        computed from ``y`` would lose every digit in float32. Otherwise the float64 route
+        of :meth:`_prepare`, in place on one copy: equal to it bit for bit."""
+        if (dtype == torch.float32 and self.scheme == "caloflow" and self.uses_energy_flow
+                and self.equal_layers):
+            return self._ae_inputs_f32(data)
+        showers = torch.tensor(np.asarray(data.showers), dtype=torch.float64)  # a copy
+        e_inc = torch.as_tensor(np.asarray(data.e_inc, dtype=np.float64))
+        e_layer = self._layer_e(showers)
+        if self.uses_energy_flow and self.equal_layers:  # E / E_layer in place
+            n = showers.shape[0]
+            frac = showers.view(n, self.n_layers, -1).div_(e_layer.unsqueeze(2) + 1e-16
+                                                           ).view(n, self.n_voxels)
+        else:
+            frac = self._fractions(showers, e_inc, e_layer)
+        if self.scheme == "caloflow":  # pp.logit, in place on the clamped copy
+            y = frac.clamp(0.0, 1.0).mul_(1 - 2 * pp.LOGIT_ALPHA).add_(pp.LOGIT_ALPHA)
+            x = y.div_(1 - y).log_()
+        else:
+            x = frac
+        c = self._condition(e_inc, e_layer)
+        return (self.x_norm(x.to(torch.float32)).to(dtype),
+                self.cond_norm(c.to(torch.float32)).to(dtype), frac.to(dtype))
+
+    def _ae_inputs_f32(self, data: ShowerSet) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`_ae_inputs` in float32 (see there)."""
+        f32, a = torch.float32, pp.LOGIT_ALPHA
+        showers = torch.tensor(np.asarray(data.showers), dtype=f32)  # a copy
+        e_inc = torch.as_tensor(np.asarray(data.e_inc, dtype=np.float64))
+        n = showers.shape[0]
+        per_layer = showers.view(n, self.n_layers, -1)
+        e_layer = per_layer.sum(2, dtype=torch.float64)
+        frac = per_layer.div_((e_layer + 1e-16).to(f32).unsqueeze(2)).view(n, self.n_voxels)
+        f = frac.clamp(0.0, 1.0)
+        one_minus_y = torch.sub(1.0, f).mul_(1 - 2 * a).add_(a)
+        x = f.mul_(1 - 2 * a).add_(a).div_(one_minus_y).log_()
+        c = self._condition(e_inc, e_layer)
+        return self.x_norm(x), self.cond_norm(c.to(f32)), frac
+
     # -- training -------------------------------------------------------------------------------
     def _train_config(self, stage: str, epochs: int | None, progress: bool) -> TrainConfig:
         tr = self.config.get("training", {}) or {}
@@ -487,9 +536,7 @@ class CaloMan(GeneratorModel):
         dt = cfg.torch_dtype
 
         def prep_ae(chunk: ShowerSet, gen: torch.Generator) -> tuple[Tensor, ...]:
-            t = self._prepare(chunk, gen)
-            return tuple(v.to(dt) for v in (self.x_norm(f32(t["x"])),
-                                             self.cond_norm(f32(t["c"])), t["frac"]))
+            return self._ae_inputs(chunk, dt)
 
         record("autoencoder", train_stage(
             self.autoencoder, lambda m, b: m.loss(*b), batches(prep_ae, source, cfg.seed),
