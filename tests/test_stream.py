@@ -23,7 +23,14 @@ from torch import nn
 from caloforge.data import ShowerSet, read_showers, write_showers
 from caloforge.errors import CaloforgeError, DataError, GeometryError
 from caloforge.geometry import Geometry
-from caloforge.stream import FileSource, InMemorySource, Moments, TensorBatches, as_source
+from caloforge.stream import (
+    FileSource,
+    InMemorySource,
+    Moments,
+    Rows,
+    TensorBatches,
+    as_source,
+)
 from caloforge.training import TrainConfig, fit
 from tests.conftest import caloforge_exe, make_showers, run_cli
 
@@ -402,3 +409,14 @@ def test_cli_low_memory_trains_streamed(tmp_path: Path) -> None:
                   "on", "--low-memory", "--quiet", "-o", tmp_path / "run")
     assert res.returncode == 0, res.stderr[-2000:]
     assert "streamed" in res.stdout and (tmp_path / "run" / "model.pt").exists()
+
+
+@pytest.mark.parametrize("capacity", [1, 7, 100])
+def test_rows_equal_cat_of_the_parts_whatever_the_capacity(capacity: int) -> None:
+    gen = torch.Generator().manual_seed(0)
+    parts = [torch.randn(int(k), 3, generator=gen) for k in (5, 1, 0, 12, 4)]
+    rows = Rows(capacity)
+    for p in parts:
+        rows.add(p)
+    assert torch.equal(rows.tensor(), torch.cat(parts))
+    assert Rows(4).tensor().shape == (0, 0)

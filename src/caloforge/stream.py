@@ -51,7 +51,7 @@ PREFETCH = 4
 #: batches the preprocessing thread of :class:`TensorBatches` works ahead
 TB_PREFETCH = 2
 
-__all__ = ["BUFFER_BYTES", "FileSource", "InMemorySource", "Moments", "ShowerSource",
+__all__ = ["BUFFER_BYTES", "FileSource", "InMemorySource", "Moments", "Rows", "ShowerSource",
            "TensorBatches", "as_source", "as_val_source", "e_inc_range", "head", "monitor_val",
            "stats_chunks"]
 
@@ -665,6 +665,34 @@ def gather_rows(t: Tensor) -> Tensor:
     parts: list = [None] * dist.get_world_size()
     dist.all_gather_object(parts, t.cpu())
     return torch.cat(parts)
+
+
+class Rows:
+    """Per-shower rows (a few numbers each: layer energies, latents) gathered over a streaming
+    pass into one tensor allocated for ``capacity`` rows up front (grown by doubling if more
+    come), instead of a list of one small tensor per read unit joined by ``torch.cat``: on
+    dataset 3 a read unit holds ~25 showers, so a 100k-shower pass left ~4,000 small
+    long-lived blocks among the freed temporaries, and the copy of ``cat`` doubled the peak."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity, self.n = max(1, int(capacity)), 0
+        self._buf: Tensor | None = None
+
+    def add(self, t: Tensor) -> None:
+        """Append the rows of ``t`` (2-D; every call the same width and dtype)."""
+        if self._buf is None:
+            self._buf = torch.empty((max(self.capacity, len(t)), t.shape[1]), dtype=t.dtype)
+        if self.n + len(t) > len(self._buf):
+            grown = torch.empty((max(2 * len(self._buf), self.n + len(t)), t.shape[1]),
+                                dtype=self._buf.dtype)
+            grown[:self.n] = self._buf[:self.n]
+            self._buf = grown
+        self._buf[self.n:self.n + len(t)] = t
+        self.n += len(t)
+
+    def tensor(self) -> Tensor:
+        """The rows added so far (a view of the buffer)."""
+        return self._buf[:self.n] if self._buf is not None else torch.empty(0, 0)
 
 
 def stats_chunks(source: ShowerSource) -> Iterator[ShowerSet]:

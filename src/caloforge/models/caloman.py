@@ -479,14 +479,14 @@ class CaloMan(GeneratorModel):
 
         # pass 1: the standardisers, and the small energy-flow inputs (46 numbers a shower)
         moments = {k: stream.Moments() for k in ("c", "x", "u")}
-        u_parts: list[Tensor] = []
+        u_rows = stream.Rows(len(source))
         for k, chunk in enumerate(stream.stats_chunks(source)):
             t = self._prepare(chunk, torch.Generator().manual_seed(seed * 1_000_003 + k))
             for key, m in moments.items():
                 if key in t:
                     m.update(f32(t[key]))
             if self.uses_energy_flow:
-                u_parts.append(torch.cat([f32(t["u"]), f32(t["c_e"])], 1))
+                u_rows.add(torch.cat([f32(t["u"]), f32(t["c_e"])], 1))
         for key, norm in (("c", self.cond_norm), ("x", self.x_norm), ("u", getattr(
                 self, "u_norm", None))):
             if norm is not None:
@@ -513,8 +513,8 @@ class CaloMan(GeneratorModel):
                 t = self._prepare(chunk, gen)
                 return torch.cat([f32(t["u"]), f32(t["c_e"])], 1)
 
-            u_all = stream.gather_rows(torch.cat(u_parts))
-            del u_parts
+            u_all = stream.gather_rows(u_rows.tensor())
+            del u_rows
             u_va = val_rows(prep_u)
             record("energy_flow", train_stage(
                 self.energy_flow, lambda m, b: -m.log_prob(b[0], b[1]).mean(),
@@ -554,9 +554,11 @@ class CaloMan(GeneratorModel):
             z = self._encode(x, c, gen).to("cpu", torch.float32)
             return torch.cat([z, c.to("cpu", torch.float32)], 1)
 
-        z_all = stream.gather_rows(torch.cat([
-            prep_z(chunk, torch.Generator().manual_seed(seed * 1_000_003 + k))
-            for k, chunk in enumerate(stream.stats_chunks(source))]))
+        z_rows = stream.Rows(len(source))
+        for k, chunk in enumerate(stream.stats_chunks(source)):
+            z_rows.add(prep_z(chunk, torch.Generator().manual_seed(seed * 1_000_003 + k)))
+        z_all = stream.gather_rows(z_rows.tensor())
+        del z_rows
         d = self.latent_dim
         self.z_norm.fit(z_all[:, :d])
         z_va = val_rows(prep_z)
