@@ -164,10 +164,10 @@ def test_recipes_build_geometric_models(name: str) -> None:
     ("1-photons", "caloflow", torch.float32), ("1-photons", "caloscore", torch.float32)])
 def test_streamed_autoencoder_inputs_equal_prepare(dataset: str, preprocessing: str,
                                                    dtype: torch.dtype) -> None:
-    """The fused per-batch path of the streamed autoencoder stage gives what the in-memory
-    path (``_prepare`` then the standardisers) gives: bit for bit on the float64 route, to
-    float32 rounding on the float32 route of datasets 2/3 (including voxels holding their
-    whole layer, where 1 - y must not be computed from y); the batch is left untouched."""
+    """The per-batch inputs of the streamed autoencoder stage are what the in-memory path
+    (``_prepare`` then the standardisers) gives: to float32 rounding on the fused float32
+    route of datasets 2/3 (including voxels holding their whole layer, where 1 - y must not
+    be computed from y), bit for bit elsewhere; the batch is left untouched."""
     network = "layered" if dataset == "2" else "mlp"
     m = small_caloman(dataset, network=network, preprocessing=preprocessing)
     data = simulate(dataset, 64, seed=3)
