@@ -265,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
                   key=lambda x: (x[1] in TEACHER_ROWS, scales.index(x[2]), datasets.index(x[0]),
                                  list(ROWS).index(x[1])))
     # --keep: the rows timed before that this run's plan does not cover stay in the file
-    run["rows"] = [r for key, r in kept.items() if key not in set(plan)]
+    planned = set(plan)
+    run["rows"] = [r for key, r in kept.items() if key not in planned]
     for d, key, scale in plan:
         n_vox = 6480 if d == "2" else 40500
         rec = {"dataset": d, "key": key, "scale": scale, "label": ROWS[key][0]}

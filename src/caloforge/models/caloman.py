@@ -306,8 +306,7 @@ class CaloMan(GeneratorModel):
         ``log(y / (1 - y))`` with ``1 - y = alpha + (1 - 2 alpha)(1 - f)``, exact near
         ``f = 1`` where ``1 - y`` computed from ``y`` would lose every digit in float32.
         Otherwise :meth:`_prepare` itself (``gen`` draws its layer-energy noise)."""
-        if (dtype == torch.float32 and self.scheme == "caloflow" and self.uses_energy_flow
-                and self.equal_layers):
+        if dtype == torch.float32 and self.scheme == "caloflow" and self.equal_layers:
             return self._ae_inputs_f32(data)
         t = self._prepare(data, gen)
         return (self.x_norm(t["x"].to(torch.float32)).to(dtype),
@@ -487,8 +486,9 @@ class CaloMan(GeneratorModel):
             """``fn(chunk, gen)`` over the whole validation source, concatenated."""
             if val_src is None:
                 return None
-            return torch.cat([fn(chunk, torch.Generator().manual_seed(seed + 7 + k))
-                              for k, chunk in enumerate(val_src.chunks())])
+            return stream.collect_rows(
+                (fn(chunk, torch.Generator().manual_seed(seed + 7 + k))
+                 for k, chunk in enumerate(val_src.chunks())), len(val_src))
 
         if self.uses_energy_flow:  # small inputs: trained from memory like the in-memory path
             cfg = self._train_config("energy_flow", epochs, progress)
@@ -540,11 +540,9 @@ class CaloMan(GeneratorModel):
             z = self._encode(x, c, gen).to("cpu", torch.float32)
             return torch.cat([z, c.to("cpu", torch.float32)], 1)
 
-        z_rows = stream.Rows(len(source))
-        for k, chunk in enumerate(stream.stats_chunks(source)):
-            z_rows.add(prep_z(chunk, torch.Generator().manual_seed(seed * 1_000_003 + k)))
-        z_all = stream.gather_rows(z_rows.tensor())
-        del z_rows
+        z_all = stream.gather_rows(stream.collect_rows(
+            (prep_z(chunk, torch.Generator().manual_seed(seed * 1_000_003 + k))
+             for k, chunk in enumerate(stream.stats_chunks(source))), len(source)))
         d = self.latent_dim
         self.z_norm.fit(z_all[:, :d])
         z_va = val_rows(prep_z)
