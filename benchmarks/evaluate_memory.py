@@ -19,6 +19,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -65,7 +66,7 @@ def main() -> None:
     args = ap.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
     n_vox = {"2": 6480, "3": 40500}.get(args.dataset, 0)
-    rows = []
+    rows, stages = [], []
     for n in args.n:
         half = n // 2
         files = {side: [args.dir / f"{side}{k}_{n}.h5" for k in (1, 2)] for side in "gr"}
@@ -83,12 +84,14 @@ def main() -> None:
         left = [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
         gb = 2 * half * 2 * n_vox * 4 / 2**30
         rows.append((n, gb, rss, wall, sim_s, left))
+        stages.append(json.loads((out / "metrics.json").read_text()).get("peak_rss_mib", {}))
         print(f"N={n}/side: peak RSS {rss:.0f} MiB, {wall:.0f} s (showers on disk: {gb:.2f} GiB "
               f"float32; scratch left: {left or 'none'})", flush=True)
         if not args.keep:
             for paths in files.values():
                 for p in paths:
                     p.unlink(missing_ok=True)
+    names = list(dict.fromkeys(k for st in stages for k in st))
     ns = np.array([r[0] for r in rows], dtype=float)
     rss = np.array([r[2] for r in rows])
     slope = float(np.polyfit(ns / 1000, rss, 1)[0]) if len(rows) > 1 else float("nan")
@@ -105,13 +108,17 @@ def main() -> None:
                 [[f"{n:,}", f"{gb:.2f} GiB", f"{r:.0f} MiB", f"{w:.0f} s"]
                  for n, gb, r, w, _, _ in rows]), "",
           f"Peak RSS changes by {slope:.1f} MiB per 1,000 shower pairs (least squares; spread "
-          f"{spread:.0f} % over the N measured), against ~400 MiB per 1,000 pairs when the "
+          f"{spread:.1f} % over the N measured), against ~400 MiB per 1,000 pairs when the "
           f"showers were read whole. Extrapolated (not measured) to 100k per side: "
-          f"~{at_100k:.0f} MiB. What still grows with N is per-shower data kept in memory on "
-          f"purpose: E_inc, the high-level features and the cls-high vectors (~12 KiB per "
-          f"shower pair on datasets 2/3), the FPD/KPD inputs. The DNN's inputs live in a "
-          f"scratch file under the output directory, read batch by batch and deleted at the "
-          f"end; no scratch file was left behind in any run."]
+          f"~{at_100k:.0f} MiB. The DNN's inputs, the high-level features and the FPD/KPD "
+          f"vectors live in scratch files under the output directory, read batch by batch and "
+          f"deleted at the end; scratch files left behind: "
+          f"{sum(len(r[5]) for r in rows) or 'none'}.", "",
+          "Peak RSS so far after each stage (MiB, `peak_rss_mib` of metrics.json; the stage "
+          "that sets the peak is the first to reach the final value):", "",
+          table(["showers per side", *names],
+                [[f"{r[0]:,}", *(f"{st[k]:.0f}" if k in st else "-" for k in names)]
+                 for r, st in zip(rows, stages, strict=True)])]
     text = "\n".join(md)
     print(text)
     if not args.no_write:

@@ -48,6 +48,7 @@ def two_by_two(tmp_path):
 def _comparable(m: dict) -> dict:
     m = dict(m)
     m.pop("timing_s")
+    m.pop("peak_rss_mib")
     for c in m["classifier"].values():
         c.pop("mean_epoch_s")
     return m
@@ -91,12 +92,57 @@ def test_voxel_histogram_in_blocks_equals_whole(tmp_path):
 
 def test_evaluate_from_files_equals_in_memory(two_by_two):
     gen, ref, paths = two_by_two
-    modes = "hist,fpd,kpd,prdc"
-    mem = evaluate(gen, ref, modes, progress=False)
-    disk = evaluate(open_showers(paths["gen"]), open_showers(paths["ref"]), modes,
-                    progress=False)
+    modes = "hist,cls-high,fpd,kpd,prdc"  # features, cls-high and FPD inputs on disk
+    opts = {"epochs": 2, "width": 8, "min_steps": 0, "progress": False, "device": "cpu"}
+    mem = evaluate(gen, ref, modes, **opts)
+    disk = evaluate(open_showers(paths["gen"]), open_showers(paths["ref"]), modes, **opts)
     assert _comparable(disk) == _comparable(mem)  # bit for bit
     assert disk["fpd"] is not None and disk["prdc"]["coverage"] > 0
+
+
+def test_features_on_disk_read_like_the_dict(tmp_path, monkeypatch):
+    from caloforge.evaluation import inputs
+    from caloforge.evaluation.feature_store import FeatureColumns, feature_rows, write_features
+    from caloforge.features import feature_blocks, feature_names, high_level_features
+
+    ss = make_showers("2", 50, seed=6)
+    mem = high_level_features(ss)
+    blocks = [(lo, hi, {k: v[lo:hi] for k, v in mem.items()}) for lo, hi in
+              ((30, 50), (0, 7), (7, 30))]  # out of order
+    cols = write_features(tmp_path / "f", feature_names(ss.geometry), 50, blocks)
+    assert isinstance(cols, FeatureColumns) and list(cols) == list(mem)
+    for k in mem:
+        np.testing.assert_array_equal(cols[k], mem[k])
+    rows = feature_rows(cols, 5, 9)
+    assert all(np.array_equal(rows[k], mem[k][5:9]) for k in mem)
+    one = write_features(tmp_path / "g", feature_names(ss.geometry), 50, feature_blocks(ss))
+    assert all(np.array_equal(one[k], mem[k]) for k in mem)
+    monkeypatch.setattr(inputs, "HIGH_LEVEL_BLOCK_VALUES", 1000)  # 3 rows per block
+    parts = list(inputs.high_level_blocks(cols, ss))
+    assert len(parts) > 10 and parts[0][:2] == (0, parts[0][1])
+    np.testing.assert_array_equal(np.concatenate([b for _, _, b in parts]),
+                                  inputs.high_level_vector(mem, ss))
+    with pytest.raises(DataError, match="expected features of 50 showers"):
+        write_features(tmp_path / "h", feature_names(ss.geometry), 50, blocks[:2])
+    with open(tmp_path / "f", "r+b") as fh:
+        fh.truncate(100)
+    with pytest.raises(DataError, match="truncated"):
+        cols["E_tot"]
+
+
+def test_fpd_kpd_from_stored_rows_equal_arrays():
+    from caloforge.evaluation.fpd import StoredRows, feature_scale, fpd, kpd
+
+    rng = np.random.default_rng(1)
+    real, gen = rng.normal(size=(300, 6)), rng.normal(0.1, 1.0, size=(250, 6))
+    real[:, 2] = 0.0  # an all-zero feature keeps divisor 1
+    scale = feature_scale(np.abs(real).max(0))
+    stored = (StoredRows(lambda i: real[i], 300, scale), StoredRows(lambda i: gen[i], 250, scale))
+    opts = {"min_samples": 100, "max_samples": 200, "num_batches": 3}
+    assert fpd(*stored, **opts) == fpd(real, gen, **opts)
+    assert kpd(*stored, batch_size=80) == kpd(real, gen, batch_size=80)
+    with pytest.raises(TypeError):
+        fpd(stored[0], gen)
 
 
 def test_dnn_from_scratch_file_equals_in_memory(two_by_two, tmp_path):
@@ -158,7 +204,9 @@ def test_scratch_removed_when_the_classifier_input_fails(two_by_two, tmp_path, c
     assert not out.exists()  # scratch file and the directory made for it are both gone
 
 
-def test_scratch_rows_read_like_the_arrays(tmp_path):
+def test_scratch_rows_read_like_the_arrays(tmp_path, monkeypatch):
+    from caloforge.evaluation import scratch
+
     rng = np.random.default_rng(0)
     g, r = rng.random((37, 5)).astype(np.float32), rng.random((41, 5)).astype(np.float32)
     blocks = [[(lo, min(lo + 10, len(a)), a[lo:lo + 10]) for lo in range(0, len(a), 10)]
@@ -167,6 +215,9 @@ def test_scratch_rows_read_like_the_arrays(tmp_path):
         store = write_scratch(path, blocks)
         rows = rng.integers(0, 78, 200)
         np.testing.assert_array_equal(store.take(rows), PairRows(g, r).take(rows))
+        monkeypatch.setattr(scratch, "WINDOW_BYTES", 70)  # 3 rows mapped at a time
+        np.testing.assert_array_equal(store.take(rows), PairRows(g, r).take(rows))
+        np.testing.assert_array_equal(store.take([77, 0, 0]), PairRows(g, r).take([77, 0, 0]))
         assert (store.n_gen, store.n_ref, store.dim) == (37, 41, 5)
         assert path.exists()
     assert not path.exists() and tmp_path.exists()

@@ -30,6 +30,8 @@ Reference: CaloChallenge ``HighLevelFeatures.py`` (CaloChallenge/homepage) as de
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from caloforge.data import ShowerSet
@@ -138,6 +140,20 @@ def high_level_features(ss: ShowerSet, threshold: float | None = None, sums: str
         >>> float(high_level_features(ss)["E_ratio"][0])
         0.736
     """
+    n = len(ss)
+    names = feature_names(ss.geometry)
+    out = {k: np.empty(n, dtype=np.float64) for k in names}
+    for lo, hi, part in feature_blocks(ss, threshold, sums):
+        for k in names:
+            out[k][lo:hi] = part[k]
+    return out
+
+
+def feature_blocks(ss: ShowerSet, threshold: float | None = None, sums: str = "file"
+                   ) -> Iterator[tuple[int, int, dict[str, np.ndarray]]]:
+    """The features of :func:`high_level_features` as ``(lo, hi, features of rows lo:hi)``,
+    block by block (about :data:`CHUNK_VALUES` voxel values each), for callers that keep them
+    elsewhere than in memory (:mod:`caloforge.evaluation.feature_store`)."""
     geo = ss.geometry
     thr = geo.eval_threshold if threshold is None else float(threshold)
     if not np.isfinite(thr) or thr < 0:
@@ -150,15 +166,10 @@ def high_level_features(ss: ShowerSet, threshold: float | None = None, sums: str
     else:
         sum_dtype = np.dtype(sums)
     n = len(ss)
-    names = feature_names(geo)
-    out = {k: np.empty(n, dtype=np.float64) for k in names}
     centres = [layer.centres() for layer in geo.layers]
     e_inc = np.asarray(ss.e_inc, dtype=np.float64)
     rows = max(1, CHUNK_VALUES // max(geo.n_voxels, 1))
     for lo in range(0, n, rows):
         hi = min(lo + rows, n)
         x = apply_threshold(ss.showers[lo:hi], thr)
-        part = _chunk_features(x, e_inc[lo:hi], geo, centres, sum_dtype)
-        for k in names:
-            out[k][lo:hi] = part[k]
-    return out
+        yield lo, hi, _chunk_features(x, e_inc[lo:hi], geo, centres, sum_dtype)

@@ -21,6 +21,7 @@ needs ~40 MB instead of 2.4 GB.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 from scipy import linalg
@@ -32,12 +33,55 @@ CALO_MIN_SAMPLES = 10_000
 CALO_KPD_BATCH = 10_000
 
 
+def feature_scale(max_abs: np.ndarray) -> np.ndarray:
+    """The divisors of the normalisation: max|x| of the real sample per feature, 1 where a
+    feature is all 0."""
+    scale = np.array(max_abs, dtype=np.float64)
+    scale[scale == 0] = 1.0
+    return scale
+
+
 def normalise_features(real: np.ndarray, gen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Both samples divided by max|x| of ``real`` per feature (features that are all 0 kept)."""
     real, gen = np.asarray(real, dtype=np.float64), np.asarray(gen, dtype=np.float64)
-    maxes = np.max(np.abs(real), axis=0)
-    maxes[maxes == 0] = 1.0
+    maxes = feature_scale(np.max(np.abs(real), axis=0))
     return real / maxes, gen / maxes
+
+
+class StoredRows:
+    """A feature sample kept elsewhere (e.g. a scratch file), for :func:`fpd` and :func:`kpd`:
+    ``rows[idx]`` is ``take(idx) / scale``, the same values as ``(x / scale)[idx]`` of the
+    sample in memory, so only the drawn batches are ever in memory.
+
+    Args:
+        take: Rows by index (repeats allowed) -> (len(idx), d) float64.
+        n: Number of rows.
+        scale: Per-feature divisors (:func:`feature_scale` of the real sample's max|x|).
+    """
+
+    def __init__(self, take: Callable[[np.ndarray], np.ndarray], n: int,
+                 scale: np.ndarray) -> None:
+        self.take, self.n, self.scale = take, int(n), np.asarray(scale, dtype=np.float64)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, idx: np.ndarray) -> np.ndarray:
+        return np.asarray(self.take(np.asarray(idx)), dtype=np.float64) / self.scale
+
+
+Sample = np.ndarray | StoredRows
+
+
+def _normalised(real: Sample, gen: Sample, normalise: bool) -> tuple[Sample, Sample]:
+    """Arrays normalised (or not) in memory; :class:`StoredRows` are normalised already."""
+    if isinstance(real, StoredRows) or isinstance(gen, StoredRows):
+        if not (isinstance(real, StoredRows) and isinstance(gen, StoredRows)):
+            raise TypeError("fpd/kpd: expected two arrays or two StoredRows")
+        return real, gen
+    if normalise:
+        return normalise_features(real, gen)
+    return np.asarray(real, np.float64), np.asarray(gen, np.float64)
 
 
 def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray,
@@ -52,12 +96,12 @@ def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: n
     return float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2.0 * np.trace(covmean))
 
 
-def fpd(real: np.ndarray, gen: np.ndarray, min_samples: int = 20_000,
+def fpd(real: Sample, gen: Sample, min_samples: int = 20_000,
         max_samples: int = 50_000, num_batches: int = 20, num_points: int = 10,
         normalise: bool = True, seed: int = 42) -> tuple[float, float]:
-    """FPD value (extrapolated to infinite N) and its fit error; inputs (N, d)."""
-    x, y = (normalise_features(real, gen) if normalise
-            else (np.asarray(real, np.float64), np.asarray(gen, np.float64)))
+    """FPD value (extrapolated to infinite N) and its fit error; inputs (N, d) arrays or
+    :class:`StoredRows` (normalised by their own scale, ``normalise`` ignored)."""
+    x, y = _normalised(real, gen, normalise)
     sizes = (1.0 / np.linspace(1.0 / min_samples, 1.0 / max_samples, num_points)).astype(np.int32)
     rng = np.random.default_rng(seed)
     means = []
@@ -107,11 +151,11 @@ def mmd_poly_unbiased(x: np.ndarray, y: np.ndarray) -> float:
             - 2.0 * _kernel_sum(x, y) / (m * n))
 
 
-def kpd(real: np.ndarray, gen: np.ndarray, num_batches: int = 10, batch_size: int = 5_000,
+def kpd(real: Sample, gen: Sample, num_batches: int = 10, batch_size: int = 5_000,
         normalise: bool = True, seed: int = 42) -> tuple[float, float]:
-    """KPD median over batches and half its 16-84 % inter-quantile range; inputs (N, d)."""
-    x, y = (normalise_features(real, gen) if normalise
-            else (np.asarray(real, np.float64), np.asarray(gen, np.float64)))
+    """KPD median over batches and half its 16-84 % inter-quantile range; inputs (N, d)
+    arrays or :class:`StoredRows` (normalised by their own scale, ``normalise`` ignored)."""
+    x, y = _normalised(real, gen, normalise)
     vals = []
     for i in range(num_batches):
         rng = np.random.default_rng(seed + i * 1000)

@@ -53,23 +53,29 @@ versions they differ: on simulated dataset-1 photons 9 % of the non-zero voxels 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 
 from caloforge.data import ShowerSet
+from caloforge.evaluation.feature_store import feature_rows
 from caloforge.features import CHUNK_VALUES, apply_threshold, high_level_features
+from caloforge.geometry import Geometry
 
 MODES = ("cls-low", "cls-low-normed", "cls-high", "cls-gbdt-low", "cls-gbdt-high",
          "cls-resnet")
 
 
-def high_level_vector(feats: dict[str, np.ndarray], ss: ShowerSet) -> np.ndarray:
+def high_level_vector(feats: Mapping[str, np.ndarray], ss: ShowerSet) -> np.ndarray:
     """The ``cls-high`` input (N, d) in float64 from features of :func:`high_level_features`."""
-    geo = ss.geometry
+    return _high_level(feats, np.asarray(ss.e_inc, dtype=np.float64), ss.geometry)
+
+
+def _high_level(feats: Mapping[str, np.ndarray], e_inc: np.ndarray, geo: Geometry
+                ) -> np.ndarray:
     ids = geo.layer_ids
     angled = [lyr.id for lyr in geo.layers if lyr.binned_in_angle]
-    cols = [np.log10(np.asarray(ss.e_inc, dtype=np.float64))]
+    cols = [np.log10(e_inc)]
     cols += [np.log10(feats[f"E_layer_{i}"] + 1e-8) for i in ids]
     for kind in ("EC_eta", "EC_phi", "Width_eta", "Width_phi"):
         cols += [feats[f"{kind}_{i}"] / 100.0 for i in angled]
@@ -78,6 +84,23 @@ def high_level_vector(feats: dict[str, np.ndarray], ss: ShowerSet) -> np.ndarray
     cols += [feats[f"EC_r_{i}"] / 100.0 for i in ids]
     cols += [feats[f"Width_r_{i}"] / 100.0 for i in ids]
     return np.stack(cols, axis=1)
+
+
+#: Values per block of :func:`high_level_blocks` (8 MB of float64).
+HIGH_LEVEL_BLOCK_VALUES = 2**20
+
+
+def high_level_blocks(feats: Mapping[str, np.ndarray], ss: ShowerSet
+                      ) -> Iterator[tuple[int, int, np.ndarray]]:
+    """``(lo, hi, rows lo:hi of the cls-high input)`` in float64, block by block: the values
+    of :func:`high_level_vector` without the (N, d) array; ``feats`` may be a
+    :class:`~caloforge.evaluation.feature_store.FeatureColumns` on disk."""
+    geo = ss.geometry
+    e_inc = np.asarray(ss.e_inc, dtype=np.float64)
+    step = max(1, HIGH_LEVEL_BLOCK_VALUES // (3 + 7 * geo.n_layers))
+    for lo in range(0, len(ss), step):
+        hi = min(lo + step, len(ss))
+        yield lo, hi, _high_level(feature_rows(feats, lo, hi), e_inc[lo:hi], geo)
 
 
 def _rows_per_block(n_voxels: int) -> int:
@@ -153,24 +176,21 @@ def gbdt_low_vector(ss: ShowerSet, threshold: float) -> np.ndarray:
 
 
 def input_blocks(mode: str, ss: ShowerSet, threshold: float,
-                 feats: dict[str, np.ndarray] | None = None
+                 feats: Mapping[str, np.ndarray] | None = None
                  ) -> Iterator[tuple[int, int, np.ndarray]]:
     """The input of classifier ``mode`` for ``ss`` as ``(lo, hi, rows lo:hi)`` blocks (the
     values of :func:`classifier_input`, never the whole array of voxel inputs at once)."""
     if mode == "cls-gbdt-low":
         yield from gbdt_low_blocks(ss, threshold)
     elif mode in ("cls-high", "cls-gbdt-high"):
-        x = high_level_vector(feats if feats is not None
-                              else high_level_features(ss, threshold), ss)
-        step = _rows_per_block(x.shape[1])
-        for lo in range(0, len(x), step):
-            yield lo, min(lo + step, len(x)), x[lo:lo + step]
+        yield from high_level_blocks(feats if feats is not None
+                                     else high_level_features(ss, threshold), ss)
     else:
         yield from low_level_blocks(ss, threshold, normed=mode == "cls-low-normed")
 
 
 def classifier_input(mode: str, ss: ShowerSet, threshold: float,
-                     feats: dict[str, np.ndarray] | None = None) -> np.ndarray:
+                     feats: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
     """The input array of classifier ``mode`` (one of :data:`MODES`) for ``ss``."""
     if mode == "cls-gbdt-low":
         return gbdt_low_vector(ss, threshold)

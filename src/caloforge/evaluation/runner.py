@@ -44,10 +44,13 @@ sparsity.
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
+import resource
+import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -68,7 +71,15 @@ from caloforge.evaluation.classifier import (
     split_sizes,
 )
 from caloforge.evaluation.compare import check_compatible
-from caloforge.evaluation.fpd import CALO_KPD_BATCH, CALO_MIN_SAMPLES, fpd, kpd
+from caloforge.evaluation.feature_store import write_features
+from caloforge.evaluation.fpd import (
+    CALO_KPD_BATCH,
+    CALO_MIN_SAMPLES,
+    StoredRows,
+    feature_scale,
+    fpd,
+    kpd,
+)
 from caloforge.evaluation.gbdt import gbdt_test
 from caloforge.evaluation.histograms import (
     DS1,
@@ -77,12 +88,24 @@ from caloforge.evaluation.histograms import (
     split_name,
     voxel_histogram,
 )
-from caloforge.evaluation.inputs import classifier_input, high_level_vector, input_blocks
+from caloforge.evaluation.inputs import (
+    classifier_input,
+    high_level_blocks,
+    high_level_vector,
+    input_blocks,
+)
 from caloforge.evaluation.prdc import PRDC_MAX_SAMPLES, shower_prdc
 from caloforge.evaluation.report import clean, render_html, write_bytes, write_json
 from caloforge.evaluation.scratch import scratch_file, write_scratch
 from caloforge.evaluation.verdict import ClassifierResult, reading
-from caloforge.features import CHUNK_VALUES, apply_threshold, high_level_features, pair_sums
+from caloforge.features import (
+    CHUNK_VALUES,
+    apply_threshold,
+    feature_blocks,
+    feature_names,
+    high_level_features,
+    pair_sums,
+)
 from caloforge.geometry import Geometry
 
 MODES = ("hist", "cls-low", "cls-low-normed", "cls-high", "cls-gbdt-low", "cls-gbdt-high",
@@ -124,7 +147,8 @@ def empty_metrics() -> dict:
         out[f"reading_{tag}"] = None
     out.update(fpd=None, fpd_err=None, kpd=None, kpd_err=None, prdc=None,
                separation_power=None, mean_separation_power=None,
-               mean_separation_power_official=None, classifier={}, timing_s={})
+               mean_separation_power_official=None, classifier={}, timing_s={},
+               peak_rss_mib={})
     return out
 
 
@@ -179,13 +203,23 @@ def _average_images(gen: ShowerSet, ref: ShowerSet, thr: float, plots: str = "al
 
 
 @contextmanager
-def _timed(timing: dict, name: str) -> Iterator[None]:
+def _timed(metrics: dict, name: str) -> Iterator[None]:
+    """Time stage ``name`` into ``metrics["timing_s"]`` (s) and note the process's peak RSS
+    so far into ``metrics["peak_rss_mib"]`` (MiB, ``ru_maxrss``): the stage that raised
+    the peak is the first whose value reaches the final one."""
     t0 = time.perf_counter()
     yield
-    timing[name] = time.perf_counter() - t0
+    metrics["timing_s"][name] = time.perf_counter() - t0
+    metrics["peak_rss_mib"][name] = peak_rss_mib()
 
 
-Features = tuple[dict[str, np.ndarray], dict[str, np.ndarray]]
+def peak_rss_mib() -> float:
+    """This process's peak resident set size so far, in MiB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes vs KiB
+
+
+Features = tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]
 
 
 def mosaic_figure(gen_mean: np.ndarray, ref_mean: np.ndarray, geo: Geometry, title: str) -> str:
@@ -400,22 +434,62 @@ def _classifier_stage(mode: str, gen: ShowerSet, ref: ShowerSet, feats: Features
              mpl.weights_png(first.scores, first.labels, f"{mode}: w = p / (1 - p)"))]
 
 
+def _features(ss: ShowerSet, thr: float, sums: str, scratch_dir: Path | None, side: str,
+              stack: contextlib.ExitStack) -> Mapping[str, np.ndarray]:
+    """The high-level features of ``ss``: in memory, or with ``scratch_dir`` in a column file
+    there that lives as long as ``stack`` (:mod:`caloforge.evaluation.feature_store`)."""
+    if scratch_dir is None:
+        return high_level_features(ss, thr, sums)
+    path = stack.enter_context(scratch_file(scratch_dir, f"features-{side}"))
+    return write_features(path, feature_names(ss.geometry), len(ss),
+                          feature_blocks(ss, thr, sums))
+
+
+def _max_abs(blocks: Iterable[tuple[int, int, np.ndarray]], into: list[np.ndarray]
+             ) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Pass ``blocks`` on; leave max|x| per column of all of them in ``into[0]``."""
+    for lo, hi, block in blocks:
+        m = np.max(np.abs(block), axis=0) if len(block) else None
+        if m is not None:
+            into[0] = m if into[0] is None else np.maximum(into[0], m)
+        yield lo, hi, block
+
+
+@contextmanager
+def _distance_inputs(gen: ShowerSet, ref: ShowerSet, feats: Features, scratch_dir: Path | None
+                     ) -> Iterator[tuple[np.ndarray | StoredRows, np.ndarray | StoredRows]]:
+    """FPD/KPD inputs ``(real, generated)``: the high-level vectors in memory, or with
+    ``scratch_dir`` in a scratch file there, read batch by batch (:class:`StoredRows`,
+    already divided by max|real|; removed when the block ends)."""
+    if scratch_dir is None:
+        yield high_level_vector(feats[1], ref), high_level_vector(feats[0], gen)
+        return
+    with scratch_file(scratch_dir, "fpd-inputs") as path:
+        peak: list[np.ndarray | None] = [None]
+        store = write_scratch(path, (high_level_blocks(feats[0], gen),
+                                     _max_abs(high_level_blocks(feats[1], ref), peak)),
+                              rows=len(gen) + len(ref))
+        scale = feature_scale(peak[0] if peak[0] is not None else np.zeros(store.dim))
+        yield (StoredRows(lambda idx: store.take(idx + store.n_gen), store.n_ref, scale),
+               StoredRows(store.take, store.n_gen, scale))
+
+
 def _distance_stage(todo: list[str], gen: ShowerSet, ref: ShowerSet, feats: Features | None,
-                    thr: float, metrics: dict, seed: int) -> None:
+                    thr: float, metrics: dict, seed: int, scratch_dir: Path | None = None
+                    ) -> None:
     """FPD and KPD (x 10^3) on the high-level vector; PRDC on log voxel energies."""
-    timing = metrics["timing_s"]
-    if feats is not None:
-        hg, hr = high_level_vector(feats[0], gen), high_level_vector(feats[1], ref)
-    if "fpd" in todo:
-        with _timed(timing, "fpd"):
-            value, err = fpd(hr, hg, min_samples=CALO_MIN_SAMPLES)
-            metrics["fpd"], metrics["fpd_err"] = value * 1e3, err * 1e3
-    if "kpd" in todo:
-        with _timed(timing, "kpd"):
-            value, err = kpd(hr, hg, batch_size=CALO_KPD_BATCH)
-            metrics["kpd"], metrics["kpd_err"] = value * 1e3, err * 1e3
+    if feats is not None and ("fpd" in todo or "kpd" in todo):
+        with _distance_inputs(gen, ref, feats, scratch_dir) as (hr, hg):
+            if "fpd" in todo:
+                with _timed(metrics, "fpd"):
+                    value, err = fpd(hr, hg, min_samples=CALO_MIN_SAMPLES)
+                    metrics["fpd"], metrics["fpd_err"] = value * 1e3, err * 1e3
+            if "kpd" in todo:
+                with _timed(metrics, "kpd"):
+                    value, err = kpd(hr, hg, batch_size=CALO_KPD_BATCH)
+                    metrics["kpd"], metrics["kpd_err"] = value * 1e3, err * 1e3
     if "prdc" in todo:
-        with _timed(timing, "prdc"):
+        with _timed(metrics, "prdc"):
             metrics["prdc"] = shower_prdc(gen, ref, thr, seed=seed)
             metrics["prdc_samples"] = min(len(ref), PRDC_MAX_SAMPLES)
 
@@ -489,7 +563,6 @@ def evaluate(generated: ShowerSet, reference: ShowerSet, modes: str | Iterable[s
                              if any(m in CLS_TAGS for m in todo) else None,
                              "official_split": list(OFFICIAL_SPLITS.get(geo.name, ()))})
     images: list[tuple[str, str, bytes]] = []
-    timing = metrics["timing_s"]
     draw = out is not None and plots != "none"
     if any(m in CLS_TAGS and not m.startswith("cls-gbdt") for m in todo):
         check_settings(epochs, width, batch_size)
@@ -509,25 +582,26 @@ def evaluate(generated: ShowerSet, reference: ShowerSet, modes: str | Iterable[s
     # showers that stay in their files: DNN inputs go to a scratch file (output directory)
     scratch = ((out if out is not None else Path(tempfile.gettempdir()))
                if on_disk(generated) or on_disk(reference) else None)
-    feats = None
-    if any(m in todo for m in ("hist", "cls-high", "cls-gbdt-high", "fpd", "kpd")):
-        with _timed(timing, "features"):
-            both = pair_sums(generated, reference, sums)
-            if both != sums:
-                metrics["settings"]["sums"] = both  # dtypes differ: one sum dtype for both
-            feats = (high_level_features(generated, thr, both),
-                     high_level_features(reference, thr, both))
-    if "hist" in todo:
-        with _timed(timing, "hist"):
-            images += _hist_stage(generated, reference, feats, thr, metrics,
-                                  plots if out is not None else "none")
-    for mode in (m for m in todo if m in CLS_TAGS):
-        with _timed(timing, mode):
-            images += _classifier_stage(
-                mode, generated, reference, feats, thr, metrics, draw, settings, seed, repeats,
-                scratch)
-    if any(m in todo for m in ("fpd", "kpd", "prdc")):
-        _distance_stage(todo, generated, reference, feats, thr, metrics, seed)
+    with contextlib.ExitStack() as scratch_files:  # feature files live until the end
+        feats = None
+        if any(m in todo for m in ("hist", "cls-high", "cls-gbdt-high", "fpd", "kpd")):
+            with _timed(metrics, "features"):
+                both = pair_sums(generated, reference, sums)
+                if both != sums:
+                    metrics["settings"]["sums"] = both  # dtypes differ: one dtype for both
+                feats = (_features(generated, thr, both, scratch, "gen", scratch_files),
+                         _features(reference, thr, both, scratch, "ref", scratch_files))
+        if "hist" in todo:
+            with _timed(metrics, "hist"):
+                images += _hist_stage(generated, reference, feats, thr, metrics,
+                                      plots if out is not None else "none")
+        for mode in (m for m in todo if m in CLS_TAGS):
+            with _timed(metrics, mode):
+                images += _classifier_stage(
+                    mode, generated, reference, feats, thr, metrics, draw, settings, seed,
+                    repeats, scratch)
+        if any(m in todo for m in ("fpd", "kpd", "prdc")):
+            _distance_stage(todo, generated, reference, feats, thr, metrics, seed, scratch)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         # metrics.json first: its exclusive creation decides, between two evaluations into one

@@ -7,6 +7,10 @@ the generated rows first, then the reference rows. :class:`ScratchRows` reads ro
 number through a memory map that is opened for one read and closed right after, so the pages
 it touched leave the process (the page cache keeps them; RSS does not grow with the file).
 
+The FPD/KPD inputs (the ``cls-high`` vectors of both sides) go through the same kind of
+file, read in drawn batches, and the high-level features through a column file
+(:mod:`caloforge.evaluation.feature_store`): nothing per shower stays in memory.
+
 The file is named ``.NAME.PID.tmp`` like every temporary file of caloforge
 (:mod:`caloforge.atomic`): it is removed when the test ends, on any exception, on SIGINT and
 SIGTERM, and the debris of a killed process is removed by the next write into that directory.
@@ -35,19 +39,36 @@ class ScratchRows:
         self.dtype = np.dtype(dtype)
 
     def take(self, rows: np.ndarray) -> np.ndarray:
-        """Rows ``rows`` (in that order) as an in-memory (len(rows), dim) array."""
+        """Rows ``rows`` (in that order, repeats allowed) as an in-memory (len(rows), dim)
+        array. The file is mapped one window of at most :data:`WINDOW_BYTES` at a time and
+        unmapped right after, so the pages a read touches never exceed a window plus the
+        result, whatever the file's size (a draw of 50,000 rows of a 100k-row file would
+        otherwise touch nearly all of it)."""
         rows = np.asarray(rows, dtype=np.int64)
         out = np.empty((len(rows), self.dim), dtype=self.dtype)
         if len(rows) == 0:
             return out
         order = np.argsort(rows, kind="stable")  # ascending reads: sequential on disk
-        mm = np.memmap(self.path, dtype=self.dtype, mode="r",
-                       shape=(self.n_gen + self.n_ref, self.dim))
-        try:
-            out[order] = mm[rows[order]]
-        finally:
-            del mm  # unmapped: the touched pages stop counting as this process's memory
+        ordered = rows[order]
+        row_bytes = self.dim * self.dtype.itemsize
+        span = max(1, WINDOW_BYTES // row_bytes)  # rows per window
+        start = 0
+        while start < len(ordered):
+            first = int(ordered[start])
+            stop = int(np.searchsorted(ordered, first + span, side="left"))
+            last = int(ordered[stop - 1])
+            mm = np.memmap(self.path, dtype=self.dtype, mode="r", offset=first * row_bytes,
+                           shape=(last - first + 1, self.dim))
+            try:
+                out[order[start:stop]] = mm[ordered[start:stop] - first]
+            finally:
+                del mm  # unmapped: the touched pages stop counting as this process's memory
+            start = stop
         return out
+
+
+#: Largest part of a scratch file mapped at once by :meth:`ScratchRows.take`.
+WINDOW_BYTES = 64 * 2**20
 
 
 def check_free_space(directory: Path, needed: int, what: str) -> None:
