@@ -231,6 +231,30 @@ def test_recipes_build(name: str) -> None:
                         else [f"layer{i:02d}_" for i in range(45)])
 
 
+def test_cpu_passes_follow_cpu_batch_size() -> None:
+    """``sampling.cpu_batch_size`` sets the showers per pass on a CPU (a GPU keeps
+    ``batch_size``); the conv recipes sample in 100-shower passes on a CPU."""
+    from caloforge.config import load_config
+    from caloforge.errors import ConfigError
+    from caloforge.models.caloflow import pass_size
+
+    sampling = {"batch_size": 1000, "cpu_batch_size": 100}
+    assert pass_size(sampling, torch.device("cpu")) == 100
+    assert pass_size(sampling, torch.device("cuda")) == 1000
+    assert pass_size({"batch_size": 1000, "cpu_batch_size": None}, torch.device("cpu")) == 1000
+    for name in ("2", "3", "2-cpu", "3-cpu"):
+        assert load_config(CONFIGS / f"{name}.yaml")["sampling"]["cpu_batch_size"] == 100
+    model = L2LFlows(DS2, {**_cfg(), "sampling": {"batch_size": 8, "cpu_batch_size": 3}}).eval()
+    seen: list[int] = []
+    draw = model.sample_layer_energies
+    model.sample_layer_energies = lambda e: seen.append(len(e)) or draw(e)
+    assert model.sample(torch.full((7,), 1e4)).shape == (7, DS2.n_voxels)
+    assert seen == [3, 3, 1]
+    for bad in (0, -5, 2.5, True):
+        with pytest.raises(ConfigError, match=r"sampling.cpu_batch_size.*null or a positive"):
+            L2LFlows(DS2, {**_cfg(), "sampling": {"cpu_batch_size": bad}})
+
+
 def test_bad_recipes_are_refused() -> None:
     from caloforge.errors import ConfigError, GeometryError
 

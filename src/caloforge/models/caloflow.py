@@ -85,7 +85,7 @@ DISTILLATION_DEFAULTS: dict[str, Any] = {
     "param_weight": 1.0,  # weight of the per-block spline-parameter terms (fully guided)
     "kl_samples": 2000,  # conditions used for the reverse-KL validation score
 }
-SAMPLING_DEFAULTS: dict[str, Any] = {"batch_size": 1000}
+SAMPLING_DEFAULTS: dict[str, Any] = {"batch_size": 1000, "cpu_batch_size": None}
 
 
 # --------------------------------------------------------------------------------------------
@@ -105,7 +105,12 @@ def _section(config: dict[str, Any], name: str, defaults: dict[str, Any]) -> dic
     out = {**copy.deepcopy(defaults), **value}
     for key, val in out.items():
         where, ref = f"{source}[{name}.{key}]", defaults[key]
-        if key == "hidden":
+        if key == "cpu_batch_size":
+            if val is not None and (not isinstance(val, int) or isinstance(val, bool)
+                                    or not 1 <= val <= 10**8):
+                raise ConfigError(f"{where}: expected null or a positive integer, found "
+                                  f"{val!r}")
+        elif key == "hidden":
             ok = (isinstance(val, list | tuple) and 0 < len(val) <= 64
                   and all(isinstance(h, int) and not isinstance(h, bool) and 0 < h <= 65536
                           for h in val))
@@ -172,11 +177,21 @@ class LayerwiseSampler(Protocol):
     def sample_showers(self, e_inc: Tensor, e_layer: Tensor) -> Tensor: ...
 
 
+def pass_size(sampling: dict[str, Any], device: torch.device) -> int:
+    """Showers per sampling pass: ``sampling["cpu_batch_size"]`` on a CPU when the recipe
+    sets it, else ``sampling["batch_size"]``. The convolutional L2LFlows take ~2.4x less CPU
+    time per shower on dataset 3 in 100-shower passes than in 1,000-shower ones, whose conv
+    activations (~58 MB each) leave the CPU caches (BENCHMARKS.md, "Sampling speed, datasets
+    2 and 3"); a GPU wants the large passes."""
+    cpu = sampling.get("cpu_batch_size")
+    return int(cpu) if cpu is not None and device.type == "cpu" else int(sampling["batch_size"])
+
+
 def generate_in_batches(model: LayerwiseSampler, e_inc: Tensor, empty_dtype: torch.dtype, *,
                         layers_as_showers: bool = False) -> tuple[Tensor, Tensor]:
     """``(showers (N, V), layer energies (N, L))`` in MeV for incident energies ``e_inc`` (N,)
     in MeV: ``model.sample_layer_energies`` then ``model.sample_showers`` on chunks of
-    ``model.sampling_cfg["batch_size"]`` showers without gradients, returned on ``e_inc``'s
+    :func:`pass_size` showers without gradients, returned on ``e_inc``'s
     device.
 
     Args:
@@ -192,9 +207,10 @@ def generate_in_batches(model: LayerwiseSampler, e_inc: Tensor, empty_dtype: tor
         raise DataError("e_inc: expected finite positive incident energies in MeV, found "
                         f"values in [{e.min().item():.4g}, {e.max().item():.4g}]")
     out, layers = [], []
+    size = pass_size(model.sampling_cfg, next(model.parameters()).device)
     with torch.inference_mode():
         # (an empty e splits into one empty chunk, which the flows' reshapes refuse)
-        for chunk in e.split(model.sampling_cfg["batch_size"]) if len(e) else ():
+        for chunk in e.split(size) if len(e) else ():
             e_layer = model.sample_layer_energies(chunk)
             out.append(model.sample_showers(chunk, e_layer))
             layers.append(e_layer.to(out[-1].dtype) if layers_as_showers else e_layer)

@@ -32,7 +32,7 @@ Recipe (YAML; every key has a default)::
     flow2: {transforms: 8, hidden: [256, 256], bins: 8, bound: 14.0, dropout: 0.0, seed: 2}
     flow3: {transforms: 8, hidden: [256, 256], bins: 8, bound: 14.0, dropout: 0.0, seed: 3,
             layers_per_shower: all, skip: all, checkpoint: false}
-    sampling: {batch_size: 1000}
+    sampling: {batch_size: 1000, cpu_batch_size: null}  # showers per pass (on a CPU)
     training: {flow1: {<TrainConfig>}, flow2: {...}, flow3: {...}}
 
 ``layers_per_shower``: the flow-3 rows one shower gives per batch (``all``: every layer
@@ -101,7 +101,7 @@ FLOW_DEFAULTS: dict[str, Any] = {"transforms": 8, "hidden": [256, 256], "bins": 
                                  "checkpoint": False}
 #: ``flow3.skip``: which context features the MADEs' unmasked context->output skip reads
 SKIPS = ("all", "conditions")
-SAMPLING_DEFAULTS: dict[str, Any] = {"batch_size": 1000}
+SAMPLING_DEFAULTS: dict[str, Any] = {"batch_size": 1000, "cpu_batch_size": None}
 #: The previous layer's logit shape enters flow-3's context divided by this (logit(1e-6)
 #: = -13.8 becomes -3.5), so that it is of the order of the other context features.
 PREV_SCALE = 4.0

@@ -20,7 +20,7 @@ Recipe::
     flow3: {hidden: [256, 256], dropout: 0.0, layers_per_shower: all, checkpoint: false}
     distillation: {beta: 0.5, fully_guided: true, state_weight: 1.0, param_weight: 1.0,
                    kl_samples: 2000}
-    sampling: {batch_size: 1000}
+    sampling: {batch_size: 1000, cpu_batch_size: null}  # showers per pass (on a CPU)
     training: {flow2: {<TrainConfig>}, flow3: {<TrainConfig>}}
 
 ``caloforge train --model icaloflow-student -c RECIPE --teacher RUN/model.pt``; the teacher's

@@ -53,7 +53,7 @@ Recipe (YAML; every key has a default)::
                   squeeze: 2, bins: 8, width: 32, bound: 5.0, hidden: [256],
                   layers_per_step: null, stages: one, checkpoint: false, seed: 2}
                   # hidden: maf only; squeeze/width: conv; stages: one | per_layer
-    sampling: {batch_size: 1000}
+    sampling: {batch_size: 1000, cpu_batch_size: null}  # showers per pass (on a CPU)
     training: {energy_flow: {<TrainConfig>}, shower_flow: {<TrainConfig>}}
 
 Export: the energy flow is a MAF (45 sequential passes per block to sample) and generation
@@ -113,7 +113,7 @@ SHOWER_DEFAULTS: dict[str, Any] = {
     "type": "conv", "shared": False, "context_layers": 1, "embedding": 16, "blocks": 8,
     "squeeze": 2, "bins": 8, "width": 32, "bound": 5.0, "hidden": [256],
     "layers_per_step": None, "stages": "one", "checkpoint": False, "seed": 2}
-SAMPLING_DEFAULTS: dict[str, Any] = {"batch_size": 1000}
+SAMPLING_DEFAULTS: dict[str, Any] = {"batch_size": 1000, "cpu_batch_size": None}
 MAX_REDRAWS = 20  # veto redraw rounds before the remaining showers are kept as they are
 
 
