@@ -48,13 +48,16 @@ def test_grids_of_the_geometries() -> None:
 
 
 def test_forward_shape_on_a_tiny_grid() -> None:
+    from caloforge.evaluation.resnet import native_convolutions
+
     torch.manual_seed(0)
     net = ResNet3d((5, 4, 3), width=2)
     x = torch.randn(7, 1 + 5 * 4 * 3)
-    out = net(x)
-    assert out.shape == (7, 1)
-    assert net.head.in_features == 4 * 2 + 1  # pooled channels of the last stage + E_inc
-    out.sum().backward()
+    with native_convolutions(net.grid):  # oneDNN's backward of this grid hangs (see there)
+        out = net(x)
+        assert out.shape == (7, 1)
+        assert net.head.in_features == 4 * 2 + 1  # pooled channels of the last stage + E_inc
+        out.sum().backward()
     assert all(p.grad is not None for p in net.parameters())
     with pytest.raises(ConfigError, match="expected 1 \\+ 60 columns"):
         net(torch.randn(2, 60))

@@ -39,6 +39,8 @@ showers per side; at 1e-3 it does (AUC 0.97, measured on simulated dataset-2 sho
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 from torch import nn
@@ -180,12 +182,25 @@ def resnet_store_test(store: PairRows, geometry: Geometry, *, epochs: int = 50, 
         raise ConfigError(f"cls-resnet input: expected 1 + {geometry.n_voxels} columns, found "
                           f"{store.dim}")
     official = is_official(epochs, width, batch_size, lr)
-    return train_classifier(
-        lambda dim: ResNet3d(grid, width), store, geometry.name, epochs=epochs,
-        batch_size=batch_size, lr=lr, seed=seed, device=device, progress=progress, desc=desc,
-        min_steps=(0 if official else QUICK_MIN_STEPS) if min_steps is None else min_steps,
-        standardize=(not official) if standardize is None else standardize, kind="resnet",
-        predict_batch=PREDICT_BATCH, prep_for=image_standardizer)
+    with native_convolutions(grid):
+        return train_classifier(
+            lambda dim: ResNet3d(grid, width), store, geometry.name, epochs=epochs,
+            batch_size=batch_size, lr=lr, seed=seed, device=device, progress=progress,
+            desc=desc,
+            min_steps=(0 if official else QUICK_MIN_STEPS) if min_steps is None else min_steps,
+            standardize=(not official) if standardize is None else standardize, kind="resnet",
+            predict_batch=PREDICT_BATCH, prep_for=image_standardizer)
+
+
+def native_convolutions(grid: tuple[int, int, int]) -> contextlib.AbstractContextManager:
+    """oneDNN off (PyTorch's native CPU convolutions) for grids with a side below 5, else no
+    change. With torch 2.13.0+cpu on a 2-core Intel Xeon, the backward pass of the 7^3 stem on
+    a (5, 4, 3) grid hung or crashed in 5 of 6 runs with two threads and never with oneDNN off
+    (grids (6, 5, 4), (7, 7, 7) and those of datasets 2 and 3 ran clean). The switch is
+    global while it is on, and covers the backward passes inside it."""
+    if min(grid) >= 5:
+        return contextlib.nullcontext()
+    return torch.backends.mkldnn.flags(enabled=False)
 
 
 def resnet_test(gen: np.ndarray, ref: np.ndarray, geometry: Geometry, **kwargs

@@ -96,7 +96,7 @@ from caloforge.evaluation.inputs import (
 )
 from caloforge.evaluation.prdc import PRDC_MAX_SAMPLES, shower_prdc
 from caloforge.evaluation.report import clean, render_html, write_bytes, write_json
-from caloforge.evaluation.scratch import scratch_file, write_scratch
+from caloforge.evaluation.scratch import check_free_space, scratch_file, write_scratch
 from caloforge.evaluation.verdict import ClassifierResult, reading
 from caloforge.features import (
     CHUNK_VALUES,
@@ -441,8 +441,10 @@ def _features(ss: ShowerSet, thr: float, sums: str, scratch_dir: Path | None, si
     if scratch_dir is None:
         return high_level_features(ss, thr, sums)
     path = stack.enter_context(scratch_file(scratch_dir, f"features-{side}"))
-    return write_features(path, feature_names(ss.geometry), len(ss),
-                          feature_blocks(ss, thr, sums))
+    names = feature_names(ss.geometry)
+    check_free_space(path.parent, len(names) * len(ss) * 8,
+                     f"the high-level features of {len(ss):,} showers ({path.name})")
+    return write_features(path, names, len(ss), feature_blocks(ss, thr, sums))
 
 
 def _max_abs(blocks: Iterable[tuple[int, int, np.ndarray]], into: list[np.ndarray]
