@@ -103,9 +103,9 @@ def main() -> None:
         f"after each recipe.", "",
         table(head, body), "",
         f"`{large:,} / {small:,}`: wall time per shower in passes of {large:,} over passes of "
-        f"{small:,} (> 1: the smaller passes are faster). The conv recipes set "
-        f"`sampling.cpu_batch_size: 100`, so `model.sample` and `caloforge generate` on a CPU "
-        f"run 100-shower passes; on a GPU they keep `batch_size` (1,000)."])
+        f"{small:,} (> 1: the smaller passes are faster). A recipe's "
+        f"`sampling.cpu_batch_size` sets its passes on a CPU (`model.sample`, `caloforge "
+        f"generate`); on a GPU it keeps `batch_size`."])
     print(text)
     if not args.no_write:
         update_section("sampling_passes", "## Sampling pass size on a CPU (conv L2LFlows)\n\n"

@@ -179,10 +179,10 @@ class LayerwiseSampler(Protocol):
 
 def pass_size(sampling: dict[str, Any], device: torch.device) -> int:
     """Showers per sampling pass: ``sampling["cpu_batch_size"]`` on a CPU when the recipe
-    sets it, else ``sampling["batch_size"]``. The convolutional L2LFlows take ~2.4x less CPU
-    time per shower on dataset 3 in 100-shower passes than in 1,000-shower ones, whose conv
-    activations (~58 MB each) leave the CPU caches (BENCHMARKS.md, "Sampling speed, datasets
-    2 and 3"); a GPU wants the large passes."""
+    sets it, else ``sampling["batch_size"]``. The published dataset-3 conv L2LFlows take 301
+    instead of 506 ms per shower on one CPU thread in 100-shower passes (BENCHMARKS.md,
+    "Sampling pass size on a CPU"): a 1,000-shower pass's conv activations (~58 MB each) leave
+    the caches. A GPU wants the large passes."""
     cpu = sampling.get("cpu_batch_size")
     return int(cpu) if cpu is not None and device.type == "cpu" else int(sampling["batch_size"])
 
