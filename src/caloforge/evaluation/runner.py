@@ -46,7 +46,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import html
-import resource
 import sys
 import tempfile
 import time
@@ -213,8 +212,13 @@ def _timed(metrics: dict, name: str) -> Iterator[None]:
     metrics["peak_rss_mib"][name] = peak_rss_mib()
 
 
-def peak_rss_mib() -> float:
-    """This process's peak resident set size so far, in MiB."""
+def peak_rss_mib() -> float | None:
+    """This process's peak resident set size so far, in MiB (None where the platform has no
+    ``resource`` module, i.e. Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes vs KiB
 
