@@ -117,7 +117,7 @@ def test_features_on_disk_read_like_the_dict(tmp_path, monkeypatch):
     assert all(np.array_equal(rows[k], mem[k][5:9]) for k in mem)
     one = write_features(tmp_path / "g", feature_names(ss.geometry), 50, feature_blocks(ss))
     assert all(np.array_equal(one[k], mem[k]) for k in mem)
-    monkeypatch.setattr(inputs, "HIGH_LEVEL_BLOCK_VALUES", 1000)  # 3 rows per block
+    monkeypatch.setattr(inputs, "HIGH_LEVEL_BLOCK_VALUES", 1000)  # 2 rows per block
     parts = list(inputs.high_level_blocks(cols, ss))
     assert len(parts) > 10 and parts[0][:2] == (0, parts[0][1])
     np.testing.assert_array_equal(np.concatenate([b for _, _, b in parts]),

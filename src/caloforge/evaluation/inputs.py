@@ -97,7 +97,7 @@ def high_level_blocks(feats: Mapping[str, np.ndarray], ss: ShowerSet
     :class:`~caloforge.evaluation.feature_store.FeatureColumns` on disk."""
     geo = ss.geometry
     e_inc = np.asarray(ss.e_inc, dtype=np.float64)
-    step = max(1, HIGH_LEVEL_BLOCK_VALUES // (3 + 7 * geo.n_layers))
+    step = max(1, HIGH_LEVEL_BLOCK_VALUES // max(len(feats), 1))  # ~ the vector's width
     for lo in range(0, len(ss), step):
         hi = min(lo + step, len(ss))
         yield lo, hi, _high_level(feature_rows(feats, lo, hi), e_inc[lo:hi], geo)
