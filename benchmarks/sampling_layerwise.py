@@ -49,10 +49,15 @@ CHALLENGE_CSV = Path(os.environ.get("CALOCHALLENGE_RESULTS",
                                     ROOT.parent / "shared" / "calochallenge" / "results"
                                     / "final_results_scalars.csv"))
 #: key -> (label, registry name, recipe under configs/ with {d} = dataset and {s} = "-cpu" or
-#: "", MAF solver or None, CaloChallenge model names of the same model)
+#: "", MAF solver, "compile" (sampled through ``model.compiled_sampler()``, as ``caloforge
+#: generate --compile`` does) or None, CaloChallenge model names of the same model)
 ROWS: dict[str, tuple[str, str, str, str | None, tuple[str, ...]]] = {
     "icaloflow-student": ("iCaloFlow student (IAF)", "icaloflow-student",
                           "icaloflow/{d}-student{s}.yaml", None, ("iCaloFlow student",)),
+    "icaloflow-student-compiled": ("iCaloFlow student (IAF), splines compiled "
+                                   "(`generate --compile`)", "icaloflow-student",
+                                   "icaloflow/{d}-student{s}.yaml", "compile",
+                                   ("iCaloFlow student",)),
     "l2lflows": ("L2LFlows, convolutional couplings", "l2lflows", "l2lflows/{d}{s}.yaml", None,
                  ("conv. L2LFlows",)),
     "l2lflows-maf": ("L2LFlows, MAF", "l2lflows", "l2lflows/{d}-maf{s}.yaml", None,
@@ -83,7 +88,7 @@ CALOMAN_VS_STUDENT = 10
 
 
 def measure(fn, sizes: list[int], device: torch.device, min_time: float, budget: float,
-            cpu: dict[int, float] | None = None) -> dict[int, float | str]:
+            cpu: dict[int, float] | None = None, warmup: int = 0) -> dict[int, float | str]:
     """Seconds per shower at each batch size (or why not measured). The first call of each
     size is timed (it is also the warm-up); where it took over a quarter of ``budget`` it is
     the measurement (marked in the log), else the fastest of repeated calls over
@@ -91,7 +96,9 @@ def measure(fn, sizes: list[int], device: torch.device, min_time: float, budget:
     skipped (linear projection from batches >= 100, at most 10x from smaller ones). The
     target batch size :data:`TARGET_BS` is measured first. ``cpu`` receives the process CPU
     seconds per shower of each size's first call (on a shared machine, with one thread, close
-    to the wall time the call would take on an idle core)."""
+    to the wall time the call would take on an idle core). ``warmup`` > 0 (a compiled
+    sampler, one graph per pass shape): an untimed call of min(b, ``warmup``) showers before
+    each size, which compiles the size's pass shape outside the timing."""
     out: dict[int, float | str] = {}
     done: dict[int, float] = {}  # batch -> seconds per shower
     # the issue's target size first, then the small batches, then the large ones
@@ -106,6 +113,9 @@ def measure(fn, sizes: list[int], device: torch.device, min_time: float, budget:
             print(f"    bs {b}: skipped ({out[b]})", flush=True)
             continue
         e = torch.full((b,), 65536.0, dtype=torch.float64, device=device)
+        if warmup:
+            with torch.inference_mode():
+                fn(e[:min(b, warmup)])
         t0, c0 = time.perf_counter(), time.process_time()
         with torch.inference_mode():
             fn(e)
@@ -190,13 +200,21 @@ def build(key: str, dataset: str, scale: str, device: torch.device, memory_gb: f
     if 4 * n > memory_gb * 2**30 / 3:
         return None, (f"not timed: {n / 1e6:.0f} M weights = {4 * n / 2**30:.1f} GiB > a third "
                       f"of the {memory_gb:g} GiB allowance")
+    chunk = getattr(model, "sampling_cfg", {}).get("batch_size")
+    if solver == "compile":
+        sampler = model.compiled_sampler()
+
+        def sample_compiled(e_inc: torch.Tensor) -> torch.Tensor:
+            return sampler(e_inc)
+
+        return sample_compiled, {"params": n, "recipe": str(path.relative_to(ROOT)),
+                                 "internal_batch": chunk, "warmup": chunk or 10_000}
     if solver is not None:
         solvers = [m for m in model.modules() if hasattr(m, "set_solver")]
         if not solvers:
             return None, "the model has no MAF whose inverse can be switched"
         for m in solvers:
             m.set_solver(solver)
-    chunk = getattr(model, "sampling_cfg", {}).get("batch_size")
 
     def sample(e_inc: torch.Tensor) -> torch.Tensor:
         return model.sample(e_inc)
@@ -286,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
             rec["skipped"] = info
             print(f"  skipped: {info}", flush=True)
             continue
+        warmup = info.pop("warmup", 0)
         rec.update(info)
         weights = 4 * info["params"]
         row_sizes = (list(TEACHER_SIZES[d]) if key in TEACHER_ROWS and
@@ -312,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
                     fits.append(b)
             print(f"  {t} thread(s):", flush=True)
             cpu: dict[int, float] = {}
-            got = measure(fn, fits, device, args.min_time, args.budget, cpu)
+            got = measure(fn, fits, device, args.min_time, args.budget, cpu, warmup)
             timing.update({str(b): v for b, v in got.items()})
             rec.setdefault("cpu", {})[str(t)] = {str(b): v for b, v in cpu.items()}
         del fn
@@ -360,7 +379,10 @@ def target_lines(run: dict) -> list[str]:
                 return min(got) if got else (None, "")
 
             where = f"DS{d}, {scale} size"
-            stu = at("icaloflow-student", 1)
+            eager, comp = at("icaloflow-student", 1), at("icaloflow-student-compiled", 1)
+            stu = min(v for v in (eager, comp, float("inf")) if v)
+            stu = None if stu == float("inf") else stu
+            which = ("eager" if stu == eager else "splines compiled") if stu else ""
             tb, inc = at("icaloflow-textbook", 1), at("icaloflow", 1)
             if stu and (tb or inc):
                 parts = []
@@ -370,9 +392,13 @@ def target_lines(run: dict) -> list[str]:
                                  f"({'met' if r >= STUDENT_VS_TEACHER else 'not met'})")
                 if inc:
                     parts.append(f"{inc / stu:,.1f}x the incremental teacher")
-                lines.append(f"* {where}: student vs teacher at bs 1,000, 1 thread "
+                other = ""
+                if eager and comp:
+                    other = (f" (eager {_ms(eager)}, splines compiled {_ms(comp)} ms/shower: "
+                             f"{eager / comp:.2f}x)")
+                lines.append(f"* {where}: student ({which}) vs teacher at bs 1,000, 1 thread "
                              f"(target >= {STUDENT_VS_TEACHER}x the textbook teacher): "
-                             + "; ".join(parts) + ".")
+                             + "; ".join(parts) + other + ".")
             if d == "3":
                 for key, ref in DS3_CPU_MS.items():
                     v, how = two(key)
@@ -384,7 +410,10 @@ def target_lines(run: dict) -> list[str]:
             cm, how = two("caloman")
             if cm is not None:
                 ok = 1e3 * cm <= CALOMAN_MS[d]
-                stu2, how2 = two("icaloflow-student")  # each at its faster setting
+                # each at its faster setting; the student eager or compiled, the faster
+                got2 = [g for g in (two("icaloflow-student"), two("icaloflow-student-compiled"))
+                        if g[0] is not None]
+                stu2, how2 = min(got2) if got2 else (None, "")
                 ratio = (f"; {stu2 / cm:,.1f}x faster than the student of the same run on "
                          f"{how2} ({'met' if stu2 / cm >= CALOMAN_VS_STUDENT else 'not met'}, "
                          f"target >= {CALOMAN_VS_STUDENT}x)" if stu2 else "")
@@ -454,7 +483,11 @@ def render(run: dict) -> str:
         "sampling cost does not depend on the weights). End-to-end `model.sample` "
         "(all flows, decoders and postprocessing), inference mode, a warm-up call, the "
         f"fastest of repeated calls over {run['min_time']:g} s; a call of bs showers runs in "
-        "passes of the recipe's `sampling.batch_size` where it has one. The two teacher rows "
+        "passes of the recipe's `sampling.batch_size` where it has one. The \"splines "
+        "compiled\" student row is the same student sampled through `model.compiled_sampler()` "
+        "(what `caloforge generate --compile` runs): on a CPU its spline inversions run "
+        "through `torch.compile`, its MADE matmuls stay eager; each batch size's pass shape is "
+        "compiled by an untimed call before it is timed. The two teacher rows "
         "are one model: the textbook inverse runs the whole MADE once per voxel and block "
         "(as nflows and zuko sample a MAF), caloforge's incremental inverse updates the "
         "first hidden layer one column per voxel. \"-\": not measured, for the reason listed "

@@ -294,8 +294,18 @@ class _ICaloFlowBase(_CaloFlowBase):
 
     def compiled_sampler(self) -> Callable[[Tensor], Tensor]:
         """:meth:`sample` with the one-pass (IAF) inverses of flows 2 and 3 compiled; the
-        MAF teacher's sequential inverses stay eager (see CaloFlow)."""
-        if isinstance(self.flow2, IAF) and self._flow2_inverse is None:
+        MAF teacher's sequential inverses stay eager (see CaloFlow).
+
+        On a CPU only the splines are compiled (:meth:`AutoregressiveFlow.compile_spline`):
+        the dataset-2 student sampled 1.2x faster that way at batch 1,000 on one thread,
+        while compiling the whole inverses, whose MADE matmuls then leave the fused eager
+        path, was slower than eager. On other devices the whole inverses are compiled."""
+        if not isinstance(self.flow2, IAF):
+            return self.sample
+        if _dtype_device(self.flow3)[1].type == "cpu":
+            self.flow2.compile_spline()
+            self.flow3.compile_spline()
+        elif self._flow2_inverse is None:
             self._flow2_inverse = torch.compile(self.flow2.inverse, dynamic=False)
             self._flow3_inverse = torch.compile(self.flow3.inverse, dynamic=False)
         return self.sample
