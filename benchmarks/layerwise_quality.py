@@ -47,6 +47,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -271,6 +272,9 @@ def run_recipe(recipe: str, model: str, untrained: bool, args: argparse.Namespac
     row["budget"]["minutes"] = seconds / 60.0
     if teacher is not None:
         row["teacher"] = str(teacher)
+    # a rerun of the row (--only, or after an interrupted run) starts over: train refuses
+    # an -o directory that holds checkpoints
+    shutil.rmtree(scratch / "run", ignore_errors=True)
     print(f"[{name}] training (budget {seconds / 60:.1f} min)", flush=True)
     row.update(train(model, scratch.with_suffix(".yaml"), data["train"], scratch / "run",
                      args.threads, teacher))
