@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import assert_export_refused, cli_train_generate_resume, make_showers, run_cli
+from conftest import (
+    assert_compiled_sampler_matches_eager,
+    assert_export_refused,
+    cli_train_generate_resume,
+    make_showers,
+    run_cli,
+)
 
 from caloforge import preprocessing as pp
 from caloforge.data import write_showers
@@ -178,14 +184,7 @@ def test_compiled_sampler_compiles_the_student_splines_and_matches_eager(teacher
     for flow in (student.flow2, student.flow3):
         _scramble(flow, seed=3)
     e_inc = torch.full((8,), 3e4, dtype=torch.float64)
-    for model in (student, teacher):
-        with torch.inference_mode():
-            torch.manual_seed(5)
-            eager = model.sample(e_inc)
-            fn = model.compiled_sampler()
-            torch.manual_seed(5)
-            compiled = fn(e_inc)
-        assert torch.allclose(compiled, eager, rtol=1e-6, atol=1e-6)
+    assert_compiled_sampler_matches_eager([student, teacher], e_inc, rtol=1e-6, atol=1e-6)
     assert all(b.compiled_spline for f in (student.flow2, student.flow3) for b in f.blocks)
     assert not any(b.compiled_spline for f in (teacher.flow2, teacher.flow3) for b in f.blocks)
 
