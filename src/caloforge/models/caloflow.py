@@ -303,6 +303,9 @@ class _CaloFlowBase(GeneratorModel):
 
     #: flow II's inverse under torch.compile, once :meth:`compiled_sampler` has been called
     _flow2_inverse: Callable[[Tensor, Tensor], Tensor] | None = None
+    #: the flows :meth:`compiled_sampler` compiles when they are one-pass IAFs (``_NAME_inverse``
+    #: holds a whole compiled inverse off the CPU)
+    _one_pass_flows: tuple[str, ...] = ("flow2",)
 
     def compiled_sampler(self) -> Callable[[Tensor], Tensor]:
         """:meth:`sample` with flow II's inverse compiled when it is one pass (the student's
@@ -318,10 +321,12 @@ class _CaloFlowBase(GeneratorModel):
         inverse is compiled."""
         if not isinstance(self.flow2, IAF):
             return self.sample
-        if _dtype_device(self.flow2)[1].type == "cpu":
-            self.flow2.compile_spline()
-        elif self._flow2_inverse is None:
-            self._flow2_inverse = torch.compile(self.flow2.inverse, dynamic=False)
+        for name in self._one_pass_flows:
+            flow = getattr(self, name)
+            if _dtype_device(flow)[1].type == "cpu":
+                flow.compile_spline()
+            elif getattr(self, f"_{name}_inverse") is None:
+                setattr(self, f"_{name}_inverse", torch.compile(flow.inverse, dynamic=False))
         return self.sample
 
     # -- helpers ------------------------------------------------------------------------------

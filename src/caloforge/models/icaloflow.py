@@ -74,7 +74,7 @@ from caloforge import stream
 from caloforge.config import train_config
 from caloforge.data import ShowerSet
 from caloforge.errors import ConfigError, GeometryError
-from caloforge.flows.autoregressive import IAF, MAF, AutoregressiveFlow, layer_permutations
+from caloforge.flows.autoregressive import MAF, AutoregressiveFlow, layer_permutations
 from caloforge.geometry import Geometry
 from caloforge.models.caloflow import (
     _CaloFlowBase,
@@ -158,6 +158,10 @@ class _ICaloFlowBase(_CaloFlowBase):
     rows_per_shower: int
     _flow2_inverse: Callable[[Tensor, Tensor], Tensor] | None = None
     _flow3_inverse: Callable[[Tensor, Tensor], Tensor] | None = None
+    #: :meth:`compiled_sampler` (CaloFlow's) compiles the student's flows 2 and 3; on a CPU
+    #: only their splines: the dataset-2 student sampled 1.2x faster that way at batch 1,000
+    #: on one thread, while the whole inverses compiled were slower than eager
+    _one_pass_flows = ("flow2", "flow3")
 
     def _build_flows(self, cls: type[AutoregressiveFlow], f2: dict[str, Any],
                      f3: dict[str, Any], hidden2: list[int], hidden3: list[int],
@@ -291,24 +295,6 @@ class _ICaloFlowBase(_CaloFlowBase):
             layers.append(y)
         shapes = pp.inverse_logit(torch.cat(layers, 1), self.prep["logit_alpha"])
         return finish_showers(shapes, el, self.geometry, self.prep)
-
-    def compiled_sampler(self) -> Callable[[Tensor], Tensor]:
-        """:meth:`sample` with the one-pass (IAF) inverses of flows 2 and 3 compiled; the
-        MAF teacher's sequential inverses stay eager (see CaloFlow).
-
-        On a CPU only the splines are compiled (:meth:`AutoregressiveFlow.compile_spline`):
-        the dataset-2 student sampled 1.2x faster that way at batch 1,000 on one thread,
-        while compiling the whole inverses, whose MADE matmuls then leave the fused eager
-        path, was slower than eager. On other devices the whole inverses are compiled."""
-        if not isinstance(self.flow2, IAF):
-            return self.sample
-        if _dtype_device(self.flow3)[1].type == "cpu":
-            self.flow2.compile_spline()
-            self.flow3.compile_spline()
-        elif self._flow2_inverse is None:
-            self._flow2_inverse = torch.compile(self.flow2.inverse, dynamic=False)
-            self._flow3_inverse = torch.compile(self.flow3.inverse, dynamic=False)
-        return self.sample
 
     def log_prob(self, showers: Tensor, e_inc: Tensor) -> Tensor:
         """``log p`` (N,) of showers (N, V) MeV given E_inc (N,) MeV in the flows' space
