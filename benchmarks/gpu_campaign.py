@@ -9,18 +9,25 @@ tqdm are committed there, both pure Python). Steps:
 1. **data**: 121,000 dataset-1 photon showers from the reference simulator (training) and a
    second, independent reference sample (``--ref-n``, default 121,000), in memory (or
    ``--data`` / ``--reference`` files);
-2. **sampling**: every shipped sampler (CaloFlow teacher with the textbook and the incremental
+2. **judge**: judge-power cells of the official CaloChallenge DNNs (``cls-low`` and
+   ``cls-high``, 50 epochs, width 2048) at the official dataset-1 size, 121,000 showers per
+   side, on the known distortions of ``benchmarks/judge_power.py`` (the same simulator seeds:
+   reference = seed 1, distorted = seed 2): the cells a 2-core CPU cannot afford (45-90 min
+   each there). Cells already in ``benchmarks/out/judge_power/results_default.json`` are
+   skipped; ``python benchmarks/judge_power.py --import-campaign JSON`` adds the others to
+   its table, marked as GPU cells;
+3. **sampling**: every shipped sampler (CaloFlow teacher with the textbook and the incremental
    MAF inverse, student, CaloINN, CaloMan, and every ``configs/*/`` recipe for datasets 2/3)
    untrained at recipe size, ms per shower at batch 1, 100 and 10,000 in the variants
    ``fp32`` (eager), ``bf16`` (eager under ``torch.autocast``), ``compile`` (the model's
    ``compiled_sampler()``, largest batch only) and ``cuda-graph`` (the one-pass flow part
    replayed from a CUDA graph; GPU only); then student/teacher and CaloINN/teacher speed-ups
    at batch 10,000 (the published CaloFlow v2 figure is 500x);
-3. **train-caloinn**, **train-caloman**: the recipes ``configs/caloinn/1-photons.yaml`` and
+4. **train-caloinn**, **train-caloman**: the recipes ``configs/caloinn/1-photons.yaml`` and
    ``configs/caloman/1-photons-faithful.yaml`` at full size on the training sample, for as
    many epochs as the step's time budget allows (one calibration epoch measures the time per
    epoch; the table states epochs run vs the recipe's);
-4. **eval-caloinn**, **eval-caloman**: showers generated at the reference energies, judged
+5. **eval-caloinn**, **eval-caloman**: showers generated at the reference energies, judged
    with the official protocol: the CaloChallenge DNN classifiers ``cls-low`` and ``cls-high``
    (50 epochs, width 2048, on the GPU) and the boosted-tree classifiers ``cls-gbdt-*`` where
    the installed evaluation offers them; plus the mean separation power of fp32 vs bf16
@@ -34,7 +41,7 @@ results) and ``campaign.md`` (the tables; every row names the GPU).
 
 ``--smoke`` runs the same steps at toy sizes on the CPU (tiny networks, 2,000 showers, batch
 sizes 1 and 10, 2 classifier epochs, torch.compile with the eager backend): about one minute
-on an idle 2-core machine (its budget, 200 s, leaves room for a shared one);
+on an idle 2-core machine (its budget, 215 s, leaves room for a shared one);
 ``tests/test_gpu_campaign.py`` runs it in the default test suite. ``--render JSON``
 writes the "gpu" section of ``BENCHMARKS.md`` from a campaign JSON (smoke results are
 refused).
@@ -164,7 +171,8 @@ class Campaign:
         self.deadline = self.t0 + budget
         self.failures: list[str] = []
         self.result: dict[str, Any] = {**info, "budget_s": budget, "steps": [], "sampling": [],
-                                       "ratios": [], "training": [], "evaluation": []}
+                                       "ratios": [], "training": [], "evaluation": [],
+                                       "judge": []}
         out.mkdir(parents=True, exist_ok=True)
 
     def left(self) -> float:
@@ -568,6 +576,70 @@ def step_data(budget: float, args: argparse.Namespace) -> tuple[Any, Any]:
     return train, ref
 
 
+#: The judge-power cells of the **judge** step, most needed first: (setting, distortion).
+#: Settings and distortions as named in ``benchmarks/judge_power.py``.
+JUDGE_CELLS = [("dnn-official-low", "lateral +10%"), ("dnn-official-low", "energies shuffled"),
+               ("dnn-official-high", "scale 1.10"), ("dnn-official-high", "lateral +10%"),
+               ("dnn-official-high", "energies shuffled"), ("dnn-official-low", "null"),
+               ("dnn-official-high", "null"), ("dnn-official-low", "scale 1.10")]
+#: Where ``benchmarks/judge_power.py`` keeps its dataset-1 cells.
+JUDGE_STORE = ROOT / "benchmarks" / "out" / "judge_power" / "results_default.json"
+
+
+def step_judge(budget: float, camp: Campaign, args: argparse.Namespace, data: tuple[Any, Any],
+               device: Any) -> None:
+    """Judge-power cells (:data:`JUDGE_CELLS`) at ``args.judge_n`` showers per side (121,000;
+    500 under ``--smoke``): the reference is the first n showers of the seed-1 sample, the
+    "generated" side the first n of the seed-2 sample, distorted; the DNN runs on ``device``
+    with the campaign's classifier settings (official outside ``--smoke``). Cells already
+    measured (on a CPU) in :data:`JUDGE_STORE` are skipped, except under ``--smoke``. Each
+    cell is saved at once; a cell that would not finish before the step's budget (judged by
+    the last cell's time) is left for a later run and listed in ``judge_not_run``."""
+    import torch
+
+    from caloforge.evaluation.classifier import classifier_test
+    from caloforge.evaluation.distortions import distort
+    from caloforge.evaluation.inputs import classifier_input
+
+    ref_all, other_all = data
+    n = min(args.judge_n, len(ref_all), len(other_all))
+    ref, other = ref_all.subset(slice(0, n)), other_all.subset(slice(0, n))
+    done = {} if args.smoke or not JUDGE_STORE.exists() else json.loads(JUDGE_STORE.read_text())
+    thr = ref.geometry.eval_threshold
+    extra = {"min_steps": 0} if args.smoke else {}
+    ref_x: dict[str, Any] = {}
+    deadline, last = time.monotonic() + budget, 0.0
+    for i, (setting, dist) in enumerate(JUDGE_CELLS):
+        key = f"{setting}|{n}|{dist}"
+        if key in done:
+            print(f"  {key}: measured before (CPU), skipped", flush=True)
+            continue
+        if last > deadline - time.monotonic():  # the next cell would not finish in time
+            camp.result["judge_not_run"] = [f"{a}|{n}|{b}" for a, b in JUDGE_CELLS[i:]]
+            print(f"  stopped before {key}: a cell takes ~{last:.0f} s", flush=True)
+            return
+        mode = "cls-low" if setting.endswith("-low") else "cls-high"
+        t = time.monotonic()
+        if mode not in ref_x:
+            ref_x[mode] = classifier_input(mode, ref, thr)
+        xg = classifier_input(mode, distort(other, dist), thr)
+        r = classifier_test(xg, ref_x[mode], ref.geometry.name, seed=0, progress=False,
+                            device=device.type, epochs=args.cls_epochs, width=args.cls_width,
+                            **extra)
+        camp.result["judge"].append({
+            "key": key, "setting": setting, "n": n, "distortion": dist,
+            "gpu": camp.result["gpu"], "device": device.type, "data": args.data_source,
+            "auc": float(r.auc), "auc_err": float(r.auc_err), "learned": bool(r.learned),
+            "learned_rule": "val", "reading": r.reading, "steps_or_iterations": r.best_epoch,
+            "seconds": round(time.monotonic() - t, 2), "threads": torch.get_num_threads(),
+            "cls_epochs": args.cls_epochs, "cls_width": args.cls_width})
+        camp.save()
+        last = time.monotonic() - t
+        print(f"  {key}: AUC {r.auc:.3f} ± {r.auc_err:.3f}"
+              f"{'' if r.learned else ' (did not learn)'} in {last:.1f} s",
+              flush=True)
+
+
 def step_train(budget: float, camp: Campaign, args: argparse.Namespace, name: str,
                config: str, train: Any, device: Any) -> Any:
     """Train recipe ``config`` for as many epochs as ``budget`` allows (after one calibration
@@ -800,6 +872,15 @@ def render_markdown(res: dict[str, Any]) -> str:
                            f"{e['sep_power_bf16']:.4f}" if "sep_power_bf16" in e else "-",
                            f"{e['generate_ms_per_shower']:.4f}"]
                           for e in res["evaluation"]]), ""]
+    if res.get("judge"):
+        lines += ["Judge power (`benchmarks/judge_power.py` cells measured here: the official "
+                  "DNNs on simulated dataset-1 photons, reference seed 1 against seed 2 "
+                  "distorted; `*` = the classifier did not learn):", "",
+                  _table(["GPU", "setting", "showers per side", "distortion", "AUC", "seconds"],
+                         [[gpu, j["setting"], f"{j['n']:,}", j["distortion"],
+                           f"{j['auc']:.3f} ± {j['auc_err']:.3f}" + ("" if j["learned"]
+                                                                      else "*"),
+                           f"{j['seconds']:.1f}"] for j in res["judge"]]), ""]
     lines += ["Steps:", "", _table(["step", "status", "seconds", "budget s"],
                                    [[s["name"], s["status"], f"{s['seconds']:.1f}",
                                      f"{s['budget_s']:.0f}"] for s in res.get("steps", [])])]
@@ -845,7 +926,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="write BENCHMARKS.md's gpu section from a campaign JSON and exit")
     ap.add_argument("--device", default=None, help="default: cuda (cpu with --smoke)")
     ap.add_argument("--budget", type=float, default=None,
-                    help="wall seconds for everything (default 520; smoke 200: it needs ~1 "
+                    help="wall seconds for everything (default 520; smoke 215: it needs ~1 "
                          "minute on an idle 2-core machine, more when the machine is shared)")
     ap.add_argument("--rows", default="", help="sampling rows to run (default: all)")
     ap.add_argument("--data", default=None, help="training file (default: simulate in memory)")
@@ -856,7 +937,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     smoke = args.smoke
     args.device = args.device or ("cpu" if smoke else "cuda")
-    args.budget = args.budget or (200.0 if smoke else 520.0)
+    args.budget = args.budget or (215.0 if smoke else 520.0)
     args.sizes = [1, 10] if smoke else [1, 100, 10_000]
     args.min_time = 0.0 if smoke else 0.3
     args.min_calls = 1 if smoke else 2
@@ -869,13 +950,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.gen_chunk = 500 if smoke else 10_000
     args.generate_reserve = 2.0 if smoke else 15.0
     args.max_epochs = 2 if smoke else 10**6
+    args.judge_n = 500 if smoke else 121_000
+    args.data_source = ("files" if args.data or args.reference else
+                        f"simulated 1-photons, seeds 1 and 2 ({args.train_n:,} / {args.ref_n:,})")
     #: step -> (cap s, reserve s for the steps after it)
     args.plan = {
-        "data": (15, 180), "sampling": (80, 100), "train-caloinn": (20, 70),
+        "data": (15, 195), "judge": (15, 180), "sampling": (80, 100), "train-caloinn": (20, 70),
         "eval-caloinn": (30, 40), "train-caloman": (20, 30), "eval-caloman": (30, 0),
     } if smoke else {
-        "data": (50, 470), "sampling": (150, 320), "train-caloinn": (115, 205),
-        "eval-caloinn": (45, 160), "train-caloman": (115, 45), "eval-caloman": (45, 0)}
+        "data": (50, 470), "judge": (80, 390), "sampling": (120, 270),
+        "train-caloinn": (95, 175), "eval-caloinn": (45, 130), "train-caloman": (85, 45),
+        "eval-caloman": (45, 0)}
     return args
 
 
@@ -917,6 +1002,15 @@ def main(argv: list[str] | None = None) -> int:
         return camp.step(name, fn, cap, reserve)
 
     data = run("data", lambda b: step_data(b, args))
+    if "judge" in skip:
+        pass
+    elif data is None:
+        camp.skip("judge", "no data")
+    elif args.data_source == "files":
+        camp.skip("judge", "--data/--reference given: the judge cells need the simulator's "
+                           "seeds 1 and 2")
+    else:
+        run("judge", lambda b: step_judge(b, camp, args, data, device))
     run("sampling", lambda b: step_sampling(b, camp, args, device))
     for name, config in (("caloinn", "caloinn/1-photons.yaml"),
                          ("caloman", "caloman/1-photons-faithful.yaml")):

@@ -27,8 +27,11 @@ Usage::
 
     python benchmarks/judge_power.py [--plan default|ds2|smoke] [--threads 2]
 
-Each finished cell is stored in ``benchmarks/out/judge_power/results.json`` at once, so a
-killed run continues where it stopped; ``--render-only`` rewrites the table from that file.
+Each finished cell is stored in ``benchmarks/out/judge_power/results_<plan>.json`` at once, so
+a killed run continues where it stopped; ``--render-only`` rewrites the table from that file.
+The official DNNs at 121,000 per side take 45-90 min a cell on a 2-core CPU: the GPU
+campaign's judge step measures the ones missing here, and ``--import-campaign
+OUT/campaign.json`` adds them to the table (marked ᴳ).
 Writes the ``judge_power`` section of BENCHMARKS.md.
 """
 
@@ -115,6 +118,17 @@ PLANS = {
         (121000, "dnn-quick-low", ["null"]),
         (121000, "dnn-quick-high", ["null"]),
         (20000, "dnn-official-low", ["scale 1.10"]),
+        # the official DNNs' other gross distortions at 20,000 (about 8 min a cell on 2 quiet
+        # cores; 14-18 min with shuffled energies), then at the official dataset-1 size, 121,000
+        # per side (about 45 min a cell)
+        (20000, "dnn-official-high", ["lateral +10%", "energies shuffled"]),
+        (20000, "dnn-official-low", ["lateral +10%", "energies shuffled"]),
+        (121000, "dnn-official-low", ["scale 1.10"]),
+        (20000, "dnn-official-low", ["null"]),
+        (20000, "dnn-official-high", ["null"]),
+        (121000, "dnn-official-high", ["scale 1.10"]),
+        (121000, "dnn-official-low", ["lateral +10%", "energies shuffled"]),
+        (121000, "dnn-official-high", ["lateral +10%", "energies shuffled"]),
     ],
     "smoke": [(1000, "gbdt-high", CHEAP), (1000, "dnn-quick-high", ["scale 1.10"])],
     # dataset 2, ordered so that a run cut short by time still fills whole rows first
@@ -218,9 +232,11 @@ def render(results: dict, plan: list) -> tuple[str, list[str]]:
                     cells.append("–")
                     continue
                 old_rule = c.get("learned_rule") != "val"
+                gpu = c.get("device", "cpu") != "cpu"
                 cells.append(f"{c['auc']:.3f}" + ("" if c["learned"] else "*")
-                             + ("†" if old_rule else ""))
-                secs.append(c["seconds"])
+                             + ("†" if old_rule else "") + ("ᴳ" if gpu else ""))
+                if not gpu:
+                    secs.append(c["seconds"])
             ok, failed = verdict(results, setting, n)
             if failed:
                 failures.append(f"`{setting}` at {n:,} per side ({CLI[setting]}): "
@@ -239,7 +255,8 @@ def failures_text(failures: list[str]) -> str:
 
 def load_text(*stores: dict) -> str:
     """Threads and load of the cells that recorded them (the first ones did not)."""
-    cells = [c for r in stores for c in r.values() if "threads" in c]
+    cells = [c for r in stores for c in r.values()
+             if "threads" in c and c.get("device", "cpu") == "cpu"]
     if not cells:
         return ""
     threads = sorted({c["threads"] for c in cells})
@@ -266,6 +283,29 @@ def _load(plan: str) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def import_campaign(path: Path, results: dict) -> int:
+    """Add the judge cells of a GPU campaign JSON (``benchmarks/gpu_campaign.py``, its
+    **judge** step) to ``results``; a cell already measured here is kept. Returns the number
+    added. Smoke runs and runs on other data are refused (exit status 2)."""
+    res = json.loads(path.read_text())
+    data = str(res.get("judge") and res["judge"][0].get("data", ""))
+    if res.get("smoke") or res.get("device") == "cpu" or "seeds 1 and 2" not in data:
+        raise SystemExit(f"judge_power: error: {path}: expected the JSON of a GPU campaign on "
+                         f"the simulator's seeds 1 and 2, found a "
+                         f"{'smoke ' if res.get('smoke') else ''}run on {res.get('device')} "
+                         f"({data or 'no judge cells'})")
+    added = 0
+    for j in res["judge"]:
+        if j["key"] in results:
+            print(f"{j['key']}: measured before, kept")
+            continue
+        results[j["key"]] = {k: j[k] for k in (
+            "auc", "auc_err", "learned", "learned_rule", "reading", "steps_or_iterations",
+            "seconds", "threads", "device", "gpu")}
+        added += 1
+    return added
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--plan", choices=list(PLANS), default="default")
@@ -274,6 +314,9 @@ def main() -> None:
     ap.add_argument("--rerun-old-rule", action="store_true",
                     help="re-measure the cells whose learned flag used the old test-split "
                          "rule (marked †), after the cells not yet measured")
+    ap.add_argument("--import-campaign", metavar="JSON", type=Path, default=None,
+                    help="add the judge cells of a GPU campaign.json (gpu_campaign.py) to "
+                         "the default plan's results, then render")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
@@ -281,7 +324,16 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     store = OUT / f"results_{args.plan}.json"
     results = json.loads(store.read_text()) if store.exists() else {}
-    if not args.render_only:
+    if args.import_campaign:
+        if args.plan != "default":
+            raise SystemExit("judge_power: error: --import-campaign: the campaign's cells "
+                             f"belong to plan 'default', found --plan {args.plan}")
+        n = import_campaign(args.import_campaign, results)
+        tmp = store.with_suffix(".tmp")
+        tmp.write_text(json.dumps(results, indent=1))
+        os.replace(tmp, store)
+        print(f"added {n} GPU cells from {args.import_campaign} to {store}")
+    elif not args.render_only:
         n_max = max(n for n, _, _ in plan)
         dataset = PLAN_DATASET[args.plan]
         ref_all, other_all = showers(1, n_max, dataset), showers(2, n_max, dataset)
@@ -340,7 +392,9 @@ size where it passes (issue 10); the failures are listed under each table.
 `dnn-quick` = 10 epochs, width 256 with standardised inputs and ≥ 1000
 steps (caloforge's quick protocol now); `dnn-old-quick` = the same without those two (what
 caloforge offered before); `dnn-official` = 50 epochs, width 2048 (run where a 2-core CPU
-affords it). Cells marked – were not run (time).
+affords it). Cells marked – were not run (time). `ᴳ` = the cell ran on a GPU
+(`benchmarks/gpu_campaign.py`, its judge step: the same code, seeds and settings; its time
+is left out of "s per test").
 
 {tables}
 
