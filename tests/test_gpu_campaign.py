@@ -136,6 +136,13 @@ def test_judge_power_imports_gpu_cells_and_marks_them(tmp_path):
         jp.import_campaign(path, {})
 
 
+def test_step_caps_follow_the_options():
+    gc = _module()
+    assert gc.parse_args([]).plan["judge"] == 80 and sum(gc.parse_args([]).plan.values()) == 520
+    assert gc.parse_args(["--judge-budget", "400"]).plan["judge"] == 400
+    assert sum(gc.parse_args(["--smoke"]).plan.values()) <= gc.parse_args(["--smoke"]).budget
+
+
 def test_inner_handler_tells_which_limit_fired():
     gc = _module()
     with pytest.raises(gc.StepTimeout) as info, gc.time_limit(0.3, "step"):
