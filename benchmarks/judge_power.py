@@ -289,14 +289,15 @@ def import_campaign(path: Path, results: dict) -> int:
     **judge** step) to ``results``; a cell already measured here is kept. Returns the number
     added. Smoke runs and runs on other data are refused (exit status 2)."""
     res = json.loads(path.read_text())
-    data = str(res.get("judge") and res["judge"][0].get("data", ""))
+    cells = res.get("judge") or []
+    data = cells[0].get("data", "") if cells else ""
     if res.get("smoke") or res.get("device") == "cpu" or "seeds 1 and 2" not in data:
         raise SystemExit(f"judge_power: error: {path}: expected the JSON of a GPU campaign on "
                          f"the simulator's seeds 1 and 2, found a "
                          f"{'smoke ' if res.get('smoke') else ''}run on {res.get('device')} "
                          f"({data or 'no judge cells'})")
     added = 0
-    for j in res["judge"]:
+    for j in cells:
         if j["key"] in results:
             print(f"{j['key']}: measured before, kept")
             continue
