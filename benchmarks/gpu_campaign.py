@@ -596,9 +596,8 @@ def step_judge(budget: float, camp: Campaign, args: argparse.Namespace, data: tu
     measured (on a CPU) in :data:`JUDGE_STORE` are skipped, except under ``--smoke``. Each
     cell is saved at once; a cell that would not finish before the step's budget (judged by
     the last cell's time) is left for a later run and listed in ``judge_not_run``."""
-    import torch
+    import judge_power  # benchmarks/ is on sys.path (main)
 
-    from caloforge.evaluation.classifier import classifier_test
     from caloforge.evaluation.distortions import distort
     from caloforge.evaluation.inputs import classifier_input
 
@@ -606,8 +605,8 @@ def step_judge(budget: float, camp: Campaign, args: argparse.Namespace, data: tu
     n = min(args.judge_n, len(ref_all), len(other_all))
     ref, other = ref_all.subset(slice(0, n)), other_all.subset(slice(0, n))
     done = {} if args.smoke or not JUDGE_STORE.exists() else json.loads(JUDGE_STORE.read_text())
-    thr = ref.geometry.eval_threshold
-    extra = {"min_steps": 0} if args.smoke else {}
+    toy = {"epochs": args.cls_epochs, "width": args.cls_width, "min_steps": 0} \
+        if args.smoke else {}
     ref_x: dict[str, Any] = {}
     deadline, last = time.monotonic() + budget, 0.0
     for i, (setting, dist) in enumerate(JUDGE_CELLS):
@@ -619,26 +618,20 @@ def step_judge(budget: float, camp: Campaign, args: argparse.Namespace, data: tu
             camp.result["judge_not_run"] = [f"{a}|{n}|{b}" for a, b in JUDGE_CELLS[i:]]
             print(f"  stopped before {key}: a cell takes ~{last:.0f} s", flush=True)
             return
-        mode = "cls-low" if setting.endswith("-low") else "cls-high"
+        mode = judge_power.SETTINGS[setting][0]
         t = time.monotonic()
         if mode not in ref_x:
-            ref_x[mode] = classifier_input(mode, ref, thr)
-        xg = classifier_input(mode, distort(other, dist), thr)
-        r = classifier_test(xg, ref_x[mode], ref.geometry.name, seed=0, progress=False,
-                            device=device.type, epochs=args.cls_epochs, width=args.cls_width,
-                            **extra)
+            ref_x[mode] = classifier_input(mode, ref, ref.geometry.eval_threshold)
+        cell = judge_power.run_cell(setting, distort(other, dist), ref, device=device.type,
+                                    xr=ref_x[mode], **toy)
         camp.result["judge"].append({
             "key": key, "setting": setting, "n": n, "distortion": dist,
             "gpu": camp.result["gpu"], "device": device.type, "data": args.data_source,
-            "auc": float(r.auc), "auc_err": float(r.auc_err), "learned": bool(r.learned),
-            "learned_rule": "val", "reading": r.reading, "steps_or_iterations": r.best_epoch,
-            "seconds": round(time.monotonic() - t, 2), "threads": torch.get_num_threads(),
-            "cls_epochs": args.cls_epochs, "cls_width": args.cls_width})
+            "cls_epochs": args.cls_epochs, "cls_width": args.cls_width, **cell})
         camp.save()
         last = time.monotonic() - t
-        print(f"  {key}: AUC {r.auc:.3f} ± {r.auc_err:.3f}"
-              f"{'' if r.learned else ' (did not learn)'} in {last:.1f} s",
-              flush=True)
+        print(f"  {key}: AUC {cell['auc']:.3f} ± {cell['auc_err']:.3f}"
+              f"{'' if cell['learned'] else ' (did not learn)'} in {last:.1f} s", flush=True)
 
 
 def step_train(budget: float, camp: Campaign, args: argparse.Namespace, name: str,

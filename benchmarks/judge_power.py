@@ -166,18 +166,25 @@ def head(ss: ShowerSet, n: int) -> ShowerSet:
     return ShowerSet(ss.e_inc[:n], ss.showers[:n], ss.geometry)
 
 
-def run_cell(setting: str, gen: ShowerSet, ref: ShowerSet) -> dict:
+def run_cell(setting: str, gen: ShowerSet, ref: ShowerSet, *, device: str = "cpu",
+             xr: np.ndarray | None = None, **overrides) -> dict:
+    """One cell: ``setting`` tells ``gen`` from ``ref``. ``xr``: the reference's classifier
+    input, when the caller already has it; ``overrides``: classifier options that replace the
+    setting's (the GPU campaign's toy sizes under ``--smoke``). "seconds" is the classifier's
+    time, inputs excluded."""
     mode, kind, opts = SETTINGS[setting]
+    opts = {**opts, **overrides}
     thr = ref.geometry.eval_threshold
-    xg, xr = classifier_input(mode, gen, thr), classifier_input(mode, ref, thr)
+    xg = classifier_input(mode, gen, thr)
+    xr = classifier_input(mode, ref, thr) if xr is None else xr
     dataset = ref.geometry.name
     t0 = time.perf_counter()
     if kind == "gbdt":
         r = gbdt_test(xg, xr, dataset, seed=0)
     elif kind == "resnet":
-        r = resnet_test(xg, xr, ref.geometry, seed=0, progress=False, device="cpu", **opts)
+        r = resnet_test(xg, xr, ref.geometry, seed=0, progress=False, device=device, **opts)
     else:
-        r = classifier_test(xg, xr, dataset, seed=0, progress=False, device="cpu", **opts)
+        r = classifier_test(xg, xr, dataset, seed=0, progress=False, device=device, **opts)
     return {"auc": r.auc, "auc_err": r.auc_err, "learned": r.learned, "learned_rule": "val",
             "reading": r.reading,
             "steps_or_iterations": r.best_epoch, "seconds": time.perf_counter() - t0,
