@@ -15,7 +15,16 @@ Procedure (CaloChallenge ``evaluate.py``, spec/EVALUATION.md §4):
   ``JSD = (ln 2 - BCE) / ln 2`` of the calibrated outputs.
 
 Deviation: the network runs in float32 (the official script uses float64) for speed; the
-metric's run-to-run spread is far larger than that difference.
+metric's run-to-run spread is far larger than that difference. Once the DNN is confident, a
+shower's logit can fall below -87, where its sigmoid (and so its loss gradient) is a
+subnormal float32 number; propagated back, it fills the hidden layers' gradients with
+subnormals, which x86 CPUs multiply about 100x slower (measured: a 1000 x 2048 by 2048 x 2048
+product, 0.1 s normal, 17-25 s subnormal, 2 cores). Logit gradients below
+:data:`TINY_LOGIT_GRAD` are therefore set to zero (:func:`drop_tiny_grads`): they are more than
+ten orders of magnitude below the float32 resolution of a batch gradient, the parameter updates
+stay the same (bitwise, in the tests), and an official DNN on showers paired with the wrong
+incident energies trains 1.8x faster. float64, as in the official script, has no such
+subnormals.
 
 Quick settings. Any other (epochs, width, batch size, learning rate) is a *quick* run, and two
 things change so that "fewer epochs" never means "untrained": the inputs are standardised
@@ -48,6 +57,18 @@ OFFICIAL_SPLITS = {"1-photons": (80_000, 20_000, 21_000), "1-pions": (80_000, 20
 OFFICIAL_DNN = (50, 2048, 1000, 2e-4)
 #: Fewest optimiser steps of a quick (non-official) DNN run.
 QUICK_MIN_STEPS = 1000
+#: Logit gradients (of the batch-mean loss, so about 1 / batch size for a shower the DNN gets
+#: wrong) below this are set to zero before backpropagation (module doc).
+TINY_LOGIT_GRAD = 1e-20
+
+
+def drop_tiny_grads(logits: torch.Tensor) -> torch.Tensor:
+    """``logits``, whose gradient will have its entries below :data:`TINY_LOGIT_GRAD` in
+    magnitude set to zero, so that no subnormal float32 number enters the backward pass."""
+    if logits.requires_grad:
+        logits.register_hook(lambda g: torch.where(g.abs() < TINY_LOGIT_GRAD,
+                                                   torch.zeros_like(g), g))
+    return logits
 
 
 def is_official(epochs: int, width: int, batch_size: int, lr: float) -> bool:
@@ -293,7 +314,7 @@ def train_classifier(build, store: PairRows, dataset: str, *, epochs: int, batch
         for lo in range(0, len(r_tr), batch_size):
             idx = perm[lo:lo + batch_size]
             xb = torch.as_tensor(prep(store.take(r_tr[idx.numpy()])), dtype=torch.float32)
-            logits = model(xb.to(dev)).reshape(-1)
+            logits = drop_tiny_grads(model(xb.to(dev)).reshape(-1))
             loss = loss_fn(logits, yt[idx].to(dev))
             opt.zero_grad()
             loss.backward()
