@@ -273,8 +273,8 @@ def load_text(*stores: dict) -> str:
         return ""
     threads = sorted({c["threads"] for c in cells})
     loads = [c["load1"] for c in cells if "load1" in c]
-    text = (f" {len(cells)} later cells ran with {'/'.join(map(str, threads))} thread(s) at "
-            "nice 15")
+    text = (f" {len(cells)} later cells ran with {'/'.join(map(str, threads))} thread(s), "
+            "many of them at nice 15 beside other jobs")
     if loads:
         text += (f"; {len(loads)} of them recorded the 1-minute load average when they "
                  f"finished: {min(loads):.1f}–{max(loads):.1f} on the 2 cores")
@@ -417,11 +417,11 @@ is left out of "s per test").
 Machine: {machine()} (the thread count of the last run). The cells measured first ran with
 2 threads at a load average around 4–5 on 2 cores.{loads} Timings ("s per test") are
 on a shared machine with other jobs running and only indicate cost. The DNN cells on shuffled
-energies measured before 2026-12-01 14:00 UTC ran 1.8-2.4x longer than the others of their row:
+energies measured before the fix below ran 1.8-2.4x longer than the others of their row:
 the confident DNN's logits fell below -87 and filled its backward pass with subnormal numbers,
 which this CPU multiplies ~100x slower. The classifier now sets such tiny logit gradients to
 zero (`classifier.drop_tiny_grads`: bitwise the same updates in the tests); {n_dropped} cell(s)
-ran that way (`tiny_logit_grads` in the results file).
+ran that way (the field `tiny_logit_grads` in the results file).
 Plan of the last run: `{args.plan}`.
 """
     update_section("judge_power", md)
