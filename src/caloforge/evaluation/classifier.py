@@ -24,7 +24,7 @@ product, 0.1 s normal, 17-25 s subnormal, one or two threads). Logit gradients b
 ten orders of magnitude below the float32 resolution of a batch gradient, the parameter updates
 stay the same (bitwise, in the tests), and an official DNN on showers paired with the wrong
 incident energies trains 1.7x faster (its first 12 epochs at 6,000 per side, one thread).
-float64, as in the official script, has no such subnormals.
+In float64, as in the official script, the sigmoid turns subnormal only below -708.
 
 Quick settings. Any other (epochs, width, batch size, learning rate) is a *quick* run, and two
 things change so that "fewer epochs" never means "untrained": the inputs are standardised
