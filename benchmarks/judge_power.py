@@ -129,7 +129,7 @@ PLANS = {
         (20000, "dnn-official-high", ["null"]),
         (121000, "dnn-official-high", ["scale 1.10"]),
         # at 121,000 per side the official cls-low row (what `-m all` runs) is finished first,
-        # its null pair included, as in the GPU campaign's judge step; then cls-high
+        # its null pair included; then cls-high
         (121000, "dnn-official-low", ["lateral +10%", "energies shuffled"]),
         (121000, "dnn-official-low", ["null"]),
         (121000, "dnn-official-high", ["lateral +10%", "energies shuffled"]),
