@@ -12,8 +12,8 @@ tqdm are committed there, both pure Python). Steps:
 2. **judge**: judge-power cells of the official CaloChallenge DNNs (``cls-low`` and
    ``cls-high``, 50 epochs, width 2048) at the official dataset-1 size, 121,000 showers per
    side, on the known distortions of ``benchmarks/judge_power.py`` (the same simulator seeds:
-   reference = seed 1, distorted = seed 2): the cells a 2-core CPU cannot afford (51-66 min
-   a cell for the five measured there). Cells already in
+   reference = seed 1, distorted = seed 2): the cells a 2-core CPU can hardly afford (41-66 min
+   a cell there; all eight are now measured on CPU). Cells already in
    ``benchmarks/out/judge_power/results_default.json`` are skipped; ``python
    benchmarks/judge_power.py --import-campaign JSON`` adds the others to its table, marked as
    GPU cells;

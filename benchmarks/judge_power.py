@@ -29,9 +29,10 @@ Usage::
 
 Each finished cell is stored in ``benchmarks/out/judge_power/results_<plan>.json`` at once, so
 a killed run continues where it stopped; ``--render-only`` rewrites the table from that file.
-The official DNNs at 121,000 per side take 51-66 min a cell on a 2-core CPU: the GPU
-campaign's judge step measures the ones missing here, and ``--import-campaign
-OUT/campaign.json`` adds them to the table (marked ᴳ).
+The official DNNs at 121,000 per side take 41-66 min a cell on a 2-core CPU (all eight of
+the plan's cells are measured there); the GPU campaign's judge step measures any that are
+missing from the results file, and ``--import-campaign OUT/campaign.json`` adds them to the
+table (marked ᴳ).
 Writes the ``judge_power`` section of BENCHMARKS.md.
 """
 
@@ -120,7 +121,7 @@ PLANS = {
         (20000, "dnn-official-low", ["scale 1.10"]),
         # the official DNNs' other gross distortions at 20,000 (about 8 min a cell on 2 quiet
         # cores; 14-18 min with shuffled energies before drop_tiny_grads), then at the official
-        # dataset-1 size, 121,000 per side (51-66 min a cell; the GPU campaign's judge step is
+        # dataset-1 size, 121,000 per side (41-66 min a cell; the GPU campaign's judge step is
         # there for the rest)
         (20000, "dnn-official-high", ["lateral +10%", "energies shuffled"]),
         (20000, "dnn-official-low", ["lateral +10%", "energies shuffled"]),
