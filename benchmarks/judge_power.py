@@ -121,8 +121,8 @@ PLANS = {
         (20000, "dnn-official-low", ["scale 1.10"]),
         # the official DNNs' other gross distortions at 20,000 (about 8 min a cell on 2 quiet
         # cores; 14-18 min with shuffled energies before drop_tiny_grads), then at the official
-        # dataset-1 size, 121,000 per side (41-66 min a cell; the GPU campaign's judge step is
-        # there for the rest)
+        # dataset-1 size, 121,000 per side (41-66 min a cell; all eight measured on 2 CPU cores,
+        # 2026-12-01)
         (20000, "dnn-official-high", ["lateral +10%", "energies shuffled"]),
         (20000, "dnn-official-low", ["lateral +10%", "energies shuffled"]),
         (121000, "dnn-official-low", ["scale 1.10"]),
